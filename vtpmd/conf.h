@@ -1,0 +1,76 @@
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+/*
+ * The configuration file: INI, read with inih, mapped through a table of
+ * keys with types, defaults and bounds.  Strict: unknown sections and keys
+ * and duplicate keys are errors, "x-" keys are ignored.
+ */
+
+#define CONF_MAX_HOOKS 16
+#define CONF_MAX_ARGS 32
+#define CONF_ERR_MAX 512
+
+enum conf_phase {
+	CONF_PHASE_PREPARE = 1 << 0,
+	CONF_PHASE_COMMIT = 1 << 1,
+	CONF_PHASE_BOTH = CONF_PHASE_PREPARE | CONF_PHASE_COMMIT,
+};
+
+struct conf_hook {
+	char *name;		/* from [hook.NAME] */
+	char **argv;		/* exec, split into words; NULL-terminated */
+	unsigned phases;	/* enum conf_phase bits */
+	uint64_t timeout_ms;
+};
+
+struct conf {
+	/* [vtpmd] */
+	char *state_dir;
+	char *mountpoint;
+	int log_level;		/* syslog priority: LOG_ERR .. LOG_DEBUG */
+	bool allow_other;
+	uid_t dev_uid;
+	gid_t dev_gid;
+	mode_t dev_mode;
+
+	/* [pool] */
+	unsigned pool_size;
+	bool ek_rsa;
+	bool ek_ecc;
+	int ak_alg;		/* enum meta_alg */
+	uint32_t ak_handle;
+	unsigned workers;	/* parallel manufacturing jobs; 0 = cores */
+	char *ca_cert;		/* NULL: vtpmd's own CA under state_dir */
+	char *ca_key;
+
+	/* [rotate] */
+	unsigned session_watermark;
+	unsigned object_watermark;
+	unsigned lockout_margin;
+	uint64_t max_quotes;
+	uint64_t max_commands;
+	uint64_t max_age_ms;
+	bool on_exhaustion;
+	uint64_t grace_ms;
+
+	/* [hook.NAME] */
+	struct conf_hook hooks[CONF_MAX_HOOKS];
+	size_t n_hooks;
+};
+
+int conf_load_file(const char *path, struct conf **ret, char *err, size_t err_size);
+int conf_load_buffer(const char *name, const char *buf, size_t len,
+		     struct conf **ret, char *err, size_t err_size);
+int conf_dump(const struct conf *c, FILE *f);
+void conf_free(struct conf *c);
+
+/* "30s", "5m", "100ms", "2h", "1d"; a bare number is seconds. */
+int conf_parse_duration(const char *s, uint64_t *ret_ms);
+/* "4096", "4k", "1M", "2G" (powers of 1024). */
+int conf_parse_size(const char *s, uint64_t *ret_bytes);
