@@ -1,0 +1,29 @@
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/*
+ * Re-enrollment hooks run as programs: posix_spawn (never a shell), the
+ * event on standard input, bounded by a timeout after which the program
+ * and its process group are killed.
+ */
+
+#define HOOK_PATH "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+#define HOOK_ENV_MAX 8			/* entries in hook_exec()'s envp */
+#define HOOK_ERR_TAIL 512		/* bytes of standard error kept, NUL included */
+#define HOOK_TIMEOUT_MAX_MS (24ull * 3600 * 1000)
+
+struct hook_result {
+	int exit_status;	/* valid when !signaled && !timed_out; -1 if it did not exit */
+	int term_signal;	/* valid when signaled */
+	int signaled;
+	int timed_out;		/* killed, with its process group, at the deadline */
+	uint64_t elapsed_ms;
+	size_t input_written;	/* bytes of input the program took before closing stdin */
+	char err_tail[HOOK_ERR_TAIL];	/* end of its stderr, made one printable line */
+};
+
+int hook_exec(char *const argv[], char *const envp[], const char *input, size_t len,
+	      uint64_t timeout_ms, struct hook_result *ret);
