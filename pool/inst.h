@@ -1,0 +1,42 @@
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "meta.h"
+
+/*
+ * The daemon's handle on one instance process (vtpmd-instance), which runs
+ * one libtpms TPM 2.0 and speaks framed messages over a socketpair.  All
+ * calls on one struct inst must be serialised by the caller.
+ */
+
+struct inst;
+
+/* Largest command or response, as for the kernel's TPM devices. */
+#define INST_BUF_MAX 4096
+
+struct inst_manufacture_params {
+	bool ek_rsa;		/* RSA 2048 EK at 0x81010001, cert at 0x01c00002 */
+	bool ek_ecc;		/* ECC P-256 EK at 0x81010002, cert at 0x01c0000a */
+	enum meta_alg ak_alg;	/* META_ALG_NONE: no AK */
+	uint32_t ak_handle;
+	const char *ca_cert;	/* PEM files of the CA that signs EK certificates */
+	const char *ca_key;
+};
+
+int inst_manufacture(const char *helper, const char *dir, const char *id,
+		     const struct inst_manufacture_params *p);
+int inst_start(const char *helper, const char *dir, bool with_volatile,
+	       struct inst **ret);
+int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd,
+		  size_t len, uint8_t *rsp, size_t rsp_size, size_t *ret_len);
+int inst_startup(struct inst *in);
+int inst_drop_volatile(struct inst *in);
+int inst_save_volatile(struct inst *in);
+void inst_stop(struct inst *in);
+pid_t inst_pid(const struct inst *in);
+bool inst_is_started(const struct inst *in);
+int inst_fd(const struct inst *in);

@@ -1,0 +1,7 @@
+#pragma once
+
+#include <stdbool.h>
+
+/* The serve mode of the instance process. */
+
+int worker_serve(const char *dir, bool with_volatile, int fd);
