@@ -536,3 +536,51 @@ void meta_clear(struct meta *m)
 	meta_key_clear(&m->ak);
 	memset(m, 0, sizeof(*m));
 }
+
+static int meta_blob_dup(const uint8_t *src, size_t len, uint8_t **ret)
+{
+	*ret = NULL;
+	if (!src || len == 0)
+		return 0;
+	*ret = malloc(len);
+	if (!*ret)
+		return -ENOMEM;
+	memcpy(*ret, src, len);
+
+	return 0;
+}
+
+static int meta_key_dup(const struct meta_key *s, struct meta_key *d)
+{
+	*d = *s;
+	d->tpm = d->name = d->spki = d->cert = NULL;
+	if (meta_blob_dup(s->tpm, s->tpm_len, &d->tpm) < 0 ||
+	    meta_blob_dup(s->name, s->name_len, &d->name) < 0 ||
+	    meta_blob_dup(s->spki, s->spki_len, &d->spki) < 0 ||
+	    meta_blob_dup(s->cert, s->cert_len, &d->cert) < 0)
+		return -ENOMEM;
+
+	return 0;
+}
+
+/*
+ * Deep-copy src into *ret.  Returns 0 or -ENOMEM; on failure *ret holds
+ * what was copied so far and must still be given to meta_clear().
+ */
+int meta_copy(const struct meta *src, struct meta *ret)
+{
+	size_t i;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	memcpy(ret->id, src->id, sizeof(ret->id));
+	ret->created = src->created;
+	ret->n_ek = src->n_ek;
+	for (i = 0; i < src->n_ek; i++) {
+		r = meta_key_dup(&src->ek[i], &ret->ek[i]);
+		if (r < 0)
+			return r;
+	}
+
+	return meta_key_dup(&src->ak, &ret->ak);
+}

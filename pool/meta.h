@@ -48,3 +48,4 @@ bool meta_id_is_valid(const char *s);
 int meta_save(const struct meta *m, const char *path);
 int meta_load(const char *path, struct meta *ret);
 void meta_clear(struct meta *m);
+int meta_copy(const struct meta *src, struct meta *ret);

@@ -222,6 +222,30 @@ TEST_F(meta_file, missing_file_is_enoent)
 	EXPECT_EQ(meta_load(self->path, &m), -ENOENT);
 }
 
+TEST(copy_is_deep)
+{
+	struct meta m = { .created = 1700000000 };
+	struct meta c;
+
+	strcpy(m.id, "inst-copy");
+	fill_key(&m.ek[0], META_ALG_RSA2048, 0x81010001, 40, true);
+	m.n_ek = 1;
+	fill_key(&m.ak, META_ALG_ECC_P256, 0x81008000, 41, false);
+	ASSERT_EQ(meta_copy(&m, &c), 0);
+	EXPECT_STREQ(c.id, m.id);
+	EXPECT_EQ(c.created, m.created);
+	ASSERT_EQ(c.n_ek, 1);
+	check_key(&c.ek[0], &m.ek[0]);
+	check_key(&c.ak, &m.ak);
+	EXPECT_NE(c.ek[0].tpm, m.ek[0].tpm);
+	EXPECT_NE(c.ak.spki, m.ak.spki);
+	EXPECT_NULL(c.ak.cert);
+	meta_clear(&m);
+	/* the copy stands alone once the original is gone */
+	EXPECT_EQ(c.ek[0].handle, 0x81010001u);
+	meta_clear(&c);
+}
+
 TEST(id_charset)
 {
 	char long_id[META_ID_MAX + 1];
