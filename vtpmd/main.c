@@ -1,0 +1,417 @@
+/*
+ * vtpmd: TPM 2.0 devices that never wear out.  main() wires the parts:
+ * configuration, the pool of manufactured instances, the multiplexer, the
+ * rotator and the FUSE endpoint, then waits for signals.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "fsutil.h"
+#include "fusedev.h"
+#include "localca.h"
+#include "log.h"
+#include "mux.h"
+#include "pool.h"
+#include "rotate.h"
+
+struct daemon {
+	struct conf *conf;		/* the active configuration */
+	struct conf **old_confs;	/* replaced by SIGHUP, freed at exit */
+	size_t n_old;
+	const char *conf_path;
+	char helper[PATH_MAX];
+	char ca_cert[PATH_MAX];
+	char ca_key[PATH_MAX];
+	int lock_fd;
+	struct pool *pool;
+	struct rotate *rot;
+	struct mux *mux;
+	struct fusedev *dev;
+};
+
+static struct daemon d = { .lock_fd = -1 };
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vtpmd -c FILE [-f] [-d] [-n]\n"
+		"  -c FILE  configuration file (required)\n"
+		"  -f       stay in the foreground, log to stderr\n"
+		"  -d       debug: foreground and log level debug\n"
+		"  -n       check the configuration, print it, and exit 0 or 1\n");
+}
+
+static void pool_log(int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(prio, fmt, ap);
+	va_end(ap);
+}
+
+static int dev_open(void *userdata, struct fusedev_file *f)
+{
+	log_debug("fuse: open kind=%s fd=%llu",
+		  fusedev_file_kind(f) == FUSEDEV_TPM0 ? "tpm0" : "tpmrm0",
+		  (unsigned long long)fusedev_file_id(f));
+	/* XXX: tpmrm0 refuses opens until the resource manager exists (issue 3). */
+	if (fusedev_file_kind(f) == FUSEDEV_TPMRM0)
+		return -ENXIO;
+
+	return 0;
+}
+
+static int dev_submit(void *userdata, struct fusedev_file *f, const uint8_t *cmd, size_t len)
+{
+	return mux_submit(d.mux, f, cmd, len);
+}
+
+static void dev_release(void *userdata, struct fusedev_file *f)
+{
+	log_debug("fuse: release fd=%llu", (unsigned long long)fusedev_file_id(f));
+}
+
+static int dev_status(void *userdata, char **ret_buf, size_t *ret_len)
+{
+	int r;
+
+	r = rotate_status(d.rot, ret_buf);
+	if (r == 0)
+		*ret_len = strlen(*ret_buf);
+
+	return r;
+}
+
+static void dev_log(void *userdata, int prio, const char *msg)
+{
+	log_msg(prio, "%s", msg);
+}
+
+static const struct fusedev_ops dev_ops = {
+	.open = dev_open,
+	.submit = dev_submit,
+	.release = dev_release,
+	.status = dev_status,
+	.log = dev_log,
+};
+
+/* The instance helper: $VTPMD_INSTANCE_BIN, beside our binary, or libexecdir. */
+static int find_helper(char *buf, size_t size)
+{
+	const char *env = getenv("VTPMD_INSTANCE_BIN");
+	char self[PATH_MAX];
+	ssize_t n;
+
+	if (env && env[0] == '/') {
+		snprintf(buf, size, "%s", env);
+		return access(buf, X_OK) == 0 ? 0 : -errno;
+	}
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		snprintf(buf, size, "%s/vtpmd-instance", dirname(self));
+		if (access(buf, X_OK) == 0)
+			return 0;
+	}
+	snprintf(buf, size, "%s/vtpmd-instance", VTPMD_LIBEXECDIR);
+
+	return access(buf, X_OK) == 0 ? 0 : -errno;
+}
+
+/* Create the state directory (0700) or check that an existing one is private. */
+static int state_dir_open(const char *dir)
+{
+	struct stat st;
+	char path[PATH_MAX];
+	int r;
+
+	r = fsutil_mkdir(dir, 0700);
+	if (r < 0)
+		return log_err_errno(r, "vtpmd: cannot create the state directory path=%s", dir);
+	if (stat(dir, &st) < 0)
+		return log_err_errno(-errno, "vtpmd: cannot stat the state directory path=%s", dir);
+	if (st.st_mode & 0077) {
+		log_err("vtpmd: state directory is readable by others, refusing to start path=%s mode=%04o",
+			dir, st.st_mode & 07777);
+		return -EPERM;
+	}
+	snprintf(path, sizeof(path), "%s/lock", dir);
+	d.lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (d.lock_fd < 0)
+		return log_err_errno(-errno, "vtpmd: cannot open the lock file path=%s", path);
+	if (flock(d.lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		log_err("vtpmd: another vtpmd is running on this state directory path=%s", dir);
+		return -EBUSY;
+	}
+
+	return 0;
+}
+
+static int ca_open(const struct conf *c)
+{
+	char dir[PATH_MAX];
+	int r;
+
+	if (c->ca_cert) {
+		snprintf(d.ca_cert, sizeof(d.ca_cert), "%s", c->ca_cert);
+		snprintf(d.ca_key, sizeof(d.ca_key), "%s", c->ca_key);
+		return 0;
+	}
+	snprintf(dir, sizeof(dir), "%s/ca", c->state_dir);
+	snprintf(d.ca_cert, sizeof(d.ca_cert), "%s/ca.pem", dir);
+	snprintf(d.ca_key, sizeof(d.ca_key), "%s/ca.key", dir);
+	if (access(d.ca_cert, F_OK) == 0 && access(d.ca_key, F_OK) == 0)
+		return 0;
+	r = fsutil_mkdir(dir, 0700);
+	if (r == 0)
+		r = localca_create(d.ca_cert, d.ca_key);
+	if (r < 0)
+		return log_err_errno(r, "vtpmd: cannot create the local CA path=%s", dir);
+	log_notice("vtpmd: created the local EK CA path=%s", d.ca_cert);
+
+	return 0;
+}
+
+static int pool_open(const struct conf *c)
+{
+	struct pool_config pc = {
+		.state_dir = c->state_dir,
+		.helper = d.helper,
+		.size = c->pool_size,
+		.workers = c->workers ? c->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
+		.grace_ms = c->grace_ms,
+		.params = {
+			.ek_rsa = c->ek_rsa,
+			.ek_ecc = c->ek_ecc,
+			.ak_alg = (enum meta_alg)c->ak_alg,
+			.ak_handle = c->ak_handle,
+			.ca_cert = d.ca_cert,
+			.ca_key = d.ca_key,
+		},
+		.log = pool_log,
+	};
+
+	return pool_new(&pc, &d.pool);
+}
+
+static int serve_start(void)
+{
+	const struct conf *c = d.conf;
+	struct fusedev_config fc = {
+		.mountpoint = c->mountpoint,
+		.allow_other = c->allow_other,
+		.uid = c->dev_uid,
+		.gid = c->dev_gid,
+		.mode = c->dev_mode,
+		.debug = false,
+	};
+	struct mux_rotator ops;
+	struct inst *first;
+	struct meta meta;
+	int r;
+
+	r = rotate_new(c, d.pool, &d.rot);
+	if (r < 0)
+		return log_err_errno(r, "vtpmd: cannot create the rotator");
+	rotate_mux_ops(d.rot, &ops);
+	r = mux_new(c, &ops, &d.mux);
+	if (r < 0)
+		return r;
+	r = rotate_first(d.rot, d.mux, &first, &meta);
+	if (r < 0)
+		return r;
+	r = mux_start(d.mux, first, &meta);
+	if (r < 0)
+		return r;
+	r = rotate_start(d.rot);
+	if (r < 0)
+		return r;
+	r = fusedev_start(&fc, &dev_ops, NULL, &d.dev);
+	if (r < 0)
+		return log_err_errno(r, "vtpmd: cannot mount path=%s", c->mountpoint);
+
+	return 0;
+}
+
+static void reload(void)
+{
+	char err[CONF_ERR_MAX] = "";
+	struct conf *c;
+	struct conf **n;
+	int r;
+
+	r = conf_load_file(d.conf_path, &c, err, sizeof(err));
+	if (r < 0) {
+		log_err("vtpmd: reload failed, keeping the running configuration err=\"%s\"", err);
+		return;
+	}
+	if (strcmp(c->state_dir, d.conf->state_dir) != 0 ||
+	    strcmp(c->mountpoint, d.conf->mountpoint) != 0)
+		log_warn("vtpmd: state_dir and mountpoint changes take effect at the next start");
+	n = realloc(d.old_confs, (d.n_old + 1) * sizeof(*n));
+	if (!n) {
+		conf_free(c);
+		return;
+	}
+	d.old_confs = n;
+	d.old_confs[d.n_old++] = d.conf;
+	d.conf = c;
+	log_set_level(c->log_level);
+	pool_set_size(d.pool, c->pool_size);
+	mux_set_policy(d.mux, c);
+	rotate_set_conf(d.rot, c);
+	log_notice("vtpmd: configuration reloaded path=%s pool_size=%u", d.conf_path, c->pool_size);
+}
+
+static int signal_loop(const sigset_t *set)
+{
+	siginfo_t si;
+
+	for (;;) {
+		if (sigwaitinfo(set, &si) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		switch (si.si_signo) {
+		case SIGHUP:
+			reload();
+			break;
+		case SIGUSR1:
+			log_notice("vtpmd: rotation requested by signal pid=%d", (int)si.si_pid);
+			rotate_request(d.rot, "operator");
+			break;
+		default:
+			log_notice("vtpmd: stopping signal=%d", si.si_signo);
+			return 0;
+		}
+	}
+}
+
+/* A clean stop keeps the active instance's volatile state for the next start. */
+static void save_active(struct inst *active, const char *id)
+{
+	int r;
+
+	if (!active)
+		return;
+	r = inst_save_volatile(active);
+	if (r < 0)
+		log_err_errno(r, "vtpmd: cannot save the volatile state inst=%s", id);
+	else
+		log_info("vtpmd: saved the volatile state inst=%s", id);
+}
+
+static void teardown(void)
+{
+	struct inst *active = NULL;
+	struct meta meta = {0};
+	size_t i;
+
+	fusedev_stop(d.dev);
+	rotate_free(d.rot);
+	if (d.mux) {
+		mux_free(d.mux, &active, &meta);
+		save_active(active, meta.id);
+		inst_stop(active);
+		meta_clear(&meta);
+	}
+	pool_free(d.pool);
+	for (i = 0; i < d.n_old; i++)
+		conf_free(d.old_confs[i]);
+	free(d.old_confs);
+	conf_free(d.conf);
+	if (d.lock_fd >= 0)
+		(void)close(d.lock_fd);
+}
+
+int main(int argc, char **argv)
+{
+	char err[CONF_ERR_MAX] = "";
+	bool foreground = false;
+	bool check = false;
+	bool debug = false;
+	sigset_t set;
+	int opt;
+	int r;
+
+	while ((opt = getopt(argc, argv, "c:fdnh")) != -1) {
+		switch (opt) {
+		case 'c':
+			d.conf_path = optarg;
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 'd':
+			foreground = debug = true;
+			break;
+		case 'n':
+			check = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!d.conf_path || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	r = conf_load_file(d.conf_path, &d.conf, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "%s\n", err[0] ? err : strerror(-r));
+		return 1;
+	}
+	if (check) {
+		conf_dump(d.conf, stdout);
+		conf_free(d.conf);
+		return 0;
+	}
+	log_open("vtpmd", foreground, debug ? LOG_DEBUG : d.conf->log_level);
+	if (find_helper(d.helper, sizeof(d.helper)) < 0)
+		log_fatal("vtpmd: cannot find the instance helper vtpmd-instance path=%s", d.helper);
+	if (!foreground && daemon(0, 0) < 0)
+		log_fatal("vtpmd: cannot daemonize err=\"%s\"", strerror(errno));
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (state_dir_open(d.conf->state_dir) < 0 || ca_open(d.conf) < 0)
+		log_fatal("vtpmd: cannot start");
+	r = pool_open(d.conf);
+	if (r < 0)
+		log_fatal("vtpmd: cannot open the pool path=%s err=\"%s\"", d.conf->state_dir,
+			  strerror(-r));
+	r = serve_start();
+	if (r < 0) {
+		teardown();
+		log_fatal("vtpmd: cannot start serving");
+	}
+	log_notice("vtpmd: ready path=%s pool_size=%u", d.conf->mountpoint, d.conf->pool_size);
+	r = signal_loop(&set);
+	teardown();
+	log_notice("vtpmd: stopped");
+
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,469 @@
+#include "mux.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <tss2/tss2_tpm2_types.h>
+
+#include "log.h"
+#include "tpmcmd.h"
+#include "util.h"
+
+#define MUX_MAX_QUEUED 4096
+#define MUX_TAKE_TIMEOUT_MS 10000
+
+struct mux_req {
+	struct mux_req *next;
+	struct fusedev_file *file;	/* holds a reference */
+	size_t len;
+	uint8_t cmd[];
+};
+
+struct mux_policy {
+	unsigned session_watermark;
+	unsigned object_watermark;
+	unsigned lockout_margin;
+	uint64_t max_quotes;
+	uint64_t max_commands;
+	bool on_exhaustion;
+};
+
+struct mux {
+	struct mux_rotator rot;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* queue, swap and stop; protected by lock */
+	struct mux_req *head;		/* protected by lock */
+	struct mux_req **tail;
+	size_t queued;
+	bool stop;
+	/* a swap the rotator asked for; protected by lock */
+	struct inst *swap_next;
+	struct meta *swap_meta;
+	bool swap_done;
+	int swap_result;
+	struct inst *swap_old;
+	struct meta swap_old_meta;
+	uint64_t swap_pause_ns;
+
+	struct mux_policy policy;	/* protected by lock */
+	struct mux_stats stats;		/* protected by lock */
+	bool rotation_asked;		/* until the next swap; protected by lock */
+
+	/* used by the mux thread only */
+	struct inst *active;
+	struct meta meta;
+	struct tpmcmd_table *table;
+	uint8_t rsp[INST_BUF_MAX];
+	pthread_t thread;
+	bool started;
+};
+
+static void policy_from_conf(struct mux_policy *p, const struct conf *c)
+{
+	p->session_watermark = c->session_watermark;
+	p->object_watermark = c->object_watermark;
+	p->lockout_margin = c->lockout_margin;
+	p->max_quotes = c->max_quotes;
+	p->max_commands = c->max_commands;
+	p->on_exhaustion = c->on_exhaustion;
+}
+
+/*
+ * Create a multiplexer with the rotation policy of c; it runs nothing until
+ * mux_start().  Returns 0 or -ENOMEM.
+ */
+int mux_new(const struct conf *c, const struct mux_rotator *rot, struct mux **ret)
+{
+	struct mux *m;
+
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	if (tpmcmd_table_new(&m->table) < 0) {
+		free(m);
+		return -ENOMEM;
+	}
+	m->rot = *rot;
+	m->tail = &m->head;
+	policy_from_conf(&m->policy, c);
+	m->stats.sessions_avail = -1;
+	m->stats.transient_avail = -1;
+	m->stats.lockout_counter = -1;
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->cond, NULL);
+	*ret = m;
+
+	return 0;
+}
+
+/* New policy after SIGHUP.  Any thread. */
+void mux_set_policy(struct mux *m, const struct conf *c)
+{
+	pthread_mutex_lock(&m->lock);
+	policy_from_conf(&m->policy, c);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static int exchange(struct mux *m, const uint8_t *cmd, size_t len, size_t *ret_len)
+{
+	return inst_transmit(m->active, 0, cmd, len, m->rsp, sizeof(m->rsp), ret_len);
+}
+
+/* Learn each command's handle count from the instance (TPM_CAP_COMMANDS). */
+static int table_load(struct mux *m)
+{
+	uint8_t cmd[32];
+	uint32_t next = TPM2_CC_FIRST;
+	size_t len;
+	size_t rlen;
+	int r;
+
+	while (next) {
+		r = tpmcmd_build_getcap(TPM2_CAP_COMMANDS, next, TPM2_MAX_CAP_CC,
+					cmd, sizeof(cmd), &len);
+		if (r == 0)
+			r = exchange(m, cmd, len, &rlen);
+		if (r == 0)
+			r = tpmcmd_table_add(m->table, m->rsp, rlen, &next);
+		if (r < 0)
+			return r;
+	}
+
+	return 0;
+}
+
+static void set_active(struct mux *m, struct inst *in, struct meta *meta)
+{
+	m->active = in;
+	m->meta = *meta;
+	memset(meta, 0, sizeof(*meta));
+	snprintf(m->stats.active, sizeof(m->stats.active), "%s", m->meta.id);
+	m->stats.inst_commands = 0;
+	m->stats.inst_quotes = 0;
+	m->stats.active_since_ms = util_now_ns(CLOCK_MONOTONIC) / 1000000;
+	m->stats.sessions_avail = -1;
+	m->stats.transient_avail = -1;
+	m->stats.lockout_counter = -1;
+	m->rotation_asked = false;
+}
+
+/* Called with m->lock held, on the mux thread. */
+static void ask_rotation(struct mux *m, const char *reason)
+{
+	if (m->rotation_asked)
+		return;
+	m->rotation_asked = true;
+	pthread_mutex_unlock(&m->lock);
+	m->rot.request(m->rot.userdata, reason);
+	pthread_mutex_lock(&m->lock);
+}
+
+/* Health probe between two client commands; may ask for a rotation. */
+static void probe(struct mux *m)
+{
+	struct tpmcmd_health h;
+	uint8_t cmd[32];
+	size_t len;
+	size_t rlen;
+	const char *why = NULL;
+	int r;
+
+	r = tpmcmd_build_getcap(TPM2_CAP_TPM_PROPERTIES, TPM2_PT_HR_LOADED_AVAIL, 12,
+				cmd, sizeof(cmd), &len);
+	if (r == 0)
+		r = exchange(m, cmd, len, &rlen);
+	if (r == 0)
+		r = tpmcmd_parse_health(m->rsp, rlen, &h);
+	if (r < 0) {
+		log_warn_errno(r, "mux: health probe failed inst=%s", m->meta.id);
+		return;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->stats.sessions_avail = h.sessions_avail;
+	m->stats.transient_avail = h.transient_avail;
+	m->stats.lockout_counter = h.lockout_counter;
+	if (m->policy.session_watermark && h.sessions_avail >= 0 &&
+	    h.sessions_avail <= (int64_t)m->policy.session_watermark)
+		why = "session_watermark";
+	else if (m->policy.object_watermark && h.transient_avail >= 0 &&
+		 h.transient_avail <= (int64_t)m->policy.object_watermark)
+		why = "object_watermark";
+	else if (h.lockout_counter >= 0 && h.max_auth_fail > 0 &&
+		 h.lockout_counter + (int64_t)m->policy.lockout_margin >= h.max_auth_fail)
+		why = "lockout_watermark";
+	if (why) {
+		log_info("mux: watermark reached inst=%s reason=%s sessions_avail=%lld transient_avail=%lld lockout=%lld",
+			 m->meta.id, why, (long long)h.sessions_avail,
+			 (long long)h.transient_avail, (long long)h.lockout_counter);
+		ask_rotation(m, why);
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* Called with m->lock held: a swap the rotator prepared, between two commands. */
+static void swap_pending(struct mux *m)
+{
+	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
+
+	m->swap_old = m->active;
+	m->swap_old_meta = m->meta;
+	set_active(m, m->swap_next, m->swap_meta);
+	m->stats.rotations++;
+	m->swap_pause_ns = util_now_ns(CLOCK_MONOTONIC) - t0;
+	m->stats.last_pause_ns = m->swap_pause_ns;
+	m->swap_next = NULL;
+	m->swap_meta = NULL;
+	m->swap_result = 0;
+	m->swap_done = true;
+	pthread_cond_broadcast(&m->cond);
+}
+
+/*
+ * The active instance answered with an exhaustion code: swap now, on this
+ * thread, and replay the command on the fresh instance when that is safe.
+ * Returns true when m->rsp now holds the replayed answer.
+ */
+static bool swap_urgent(struct mux *m, const char *reason, const uint8_t *cmd,
+			size_t len, size_t *rlen)
+{
+	struct inst *old = m->active;
+	struct meta old_meta = m->meta;
+	struct inst *next;
+	struct meta next_meta;
+	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
+	uint64_t pause;
+	int r;
+
+	r = m->rot.take_now(m->rot.userdata, reason, &next, &next_meta);
+	if (r < 0) {
+		log_err_errno(r, "mux: no fresh instance for an exhausted one inst=%s reason=%s",
+			      m->meta.id, reason);
+		return false;
+	}
+	pthread_mutex_lock(&m->lock);
+	set_active(m, next, &next_meta);
+	m->stats.rotations++;
+	pause = util_now_ns(CLOCK_MONOTONIC) - t0;
+	m->stats.last_pause_ns = pause;
+	pthread_mutex_unlock(&m->lock);
+	m->rot.swapped(m->rot.userdata, reason, old, &old_meta, pause);
+	if (!tpmcmd_is_replayable(m->table, cmd, len))
+		return false;
+	if (exchange(m, cmd, len, rlen) < 0)
+		return false;
+	pthread_mutex_lock(&m->lock);
+	m->stats.replays++;
+	pthread_mutex_unlock(&m->lock);
+
+	return true;
+}
+
+static const char *exhaustion_reason(uint32_t rc)
+{
+	return rc == TPM2_RC_LOCKOUT ? "lockout" : "exhaustion";
+}
+
+/* Run one client command on the active instance and answer the client. */
+static void serve(struct mux *m, struct mux_req *req)
+{
+	uint32_t cc = tpmcmd_code(req->cmd, req->len);
+	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
+	size_t rlen = 0;
+	uint32_t rc;
+	const char *reason = NULL;
+	bool replayed = false;
+	int r;
+
+	r = exchange(m, req->cmd, req->len, &rlen);
+	rc = r < 0 ? TPM2_RC_FAILURE : tpmcmd_rc(m->rsp, rlen);
+	if (r < 0) {
+		log_err_errno(r, "mux: instance failed inst=%s cc=0x%x", m->meta.id, cc);
+		reason = "instance_failure";
+	} else if (tpmcmd_rc_is_exhaustion(rc) && m->policy.on_exhaustion) {
+		log_notice("mux: instance exhausted inst=%s cc=0x%x rc=0x%x", m->meta.id, cc, rc);
+		reason = exhaustion_reason(rc);
+	}
+	if (reason)
+		replayed = swap_urgent(m, reason, req->cmd, req->len, &rlen);
+	if (replayed)
+		rc = tpmcmd_rc(m->rsp, rlen);
+	else if (r < 0)
+		(void)tpmcmd_failure_response(rc, m->rsp, sizeof(m->rsp), &rlen);
+	log_debug("mux: command cc=0x%x len=%zu rc=0x%x elapsed_us=%llu%s", cc, req->len, rc,
+		  (unsigned long long)((util_now_ns(CLOCK_MONOTONIC) - t0) / 1000),
+		  replayed ? " replayed=1" : "");
+	fusedev_file_complete(req->file, m->rsp, rlen);
+
+	pthread_mutex_lock(&m->lock);
+	m->stats.commands++;
+	m->stats.inst_commands++;
+	if (cc == TPM2_CC_Quote && rc == TPM2_RC_SUCCESS) {
+		m->stats.quotes++;
+		m->stats.inst_quotes++;
+	}
+	if (m->policy.max_commands && m->stats.inst_commands >= m->policy.max_commands)
+		ask_rotation(m, "max_commands");
+	else if (m->policy.max_quotes && m->stats.inst_quotes >= m->policy.max_quotes)
+		ask_rotation(m, "max_quotes");
+	pthread_mutex_unlock(&m->lock);
+	if ((rc == TPM2_RC_SUCCESS && tpmcmd_may_allocate(cc)) || tpmcmd_rc_is_auth_failure(rc))
+		probe(m);
+}
+
+static void *mux_main(void *arg)
+{
+	struct mux *m = arg;
+	struct mux_req *req;
+
+	pthread_mutex_lock(&m->lock);
+	for (;;) {
+		while (!m->head && !m->stop && !m->swap_next)
+			pthread_cond_wait(&m->cond, &m->lock);
+		if (m->swap_next)
+			swap_pending(m);
+		if (m->stop)
+			break;
+		req = m->head;
+		if (!req)
+			continue;
+		m->head = req->next;
+		if (!m->head)
+			m->tail = &m->head;
+		m->queued--;
+		pthread_mutex_unlock(&m->lock);
+		serve(m, req);
+		fusedev_file_put(req->file);
+		free(req);
+		pthread_mutex_lock(&m->lock);
+	}
+	pthread_mutex_unlock(&m->lock);
+
+	return NULL;
+}
+
+/*
+ * Start serving with active (whose TPM2_Startup is done) and its metadata;
+ * the mux owns both from now on.  Returns 0 or a negative errno.  Main
+ * thread.
+ */
+int mux_start(struct mux *m, struct inst *active, struct meta *meta)
+{
+	int r;
+
+	set_active(m, active, meta);
+	r = table_load(m);
+	if (r < 0)
+		return log_err_errno(r, "mux: cannot read the command table inst=%s", m->meta.id);
+	r = -pthread_create(&m->thread, NULL, mux_main, m);
+	if (r < 0)
+		return r;
+	m->started = true;
+
+	return 0;
+}
+
+/*
+ * Stop the mux thread; queued commands are dropped (their files released).
+ * The active instance and its metadata go back to the caller.  Main thread.
+ */
+void mux_free(struct mux *m, struct inst **ret_active, struct meta *ret_meta)
+{
+	struct mux_req *req;
+
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->lock);
+	m->stop = true;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	if (m->started)
+		pthread_join(m->thread, NULL);
+	while ((req = m->head)) {
+		m->head = req->next;
+		fusedev_file_put(req->file);
+		free(req);
+	}
+	*ret_active = m->active;
+	*ret_meta = m->meta;
+	tpmcmd_table_free(m->table);
+	free(m);
+}
+
+/*
+ * Queue one framing-checked command from an open device file.  Returns 0,
+ * or -EAGAIN when too many commands are queued.  FUSE thread; does not
+ * block on the TPM.
+ */
+int mux_submit(struct mux *m, struct fusedev_file *f, const uint8_t *cmd, size_t len)
+{
+	struct mux_req *req;
+
+	req = malloc(sizeof(*req) + len);
+	if (!req)
+		return -ENOMEM;
+	req->next = NULL;
+	req->file = f;
+	req->len = len;
+	memcpy(req->cmd, cmd, len);
+	pthread_mutex_lock(&m->lock);
+	if (m->queued >= MUX_MAX_QUEUED || m->stop) {
+		pthread_mutex_unlock(&m->lock);
+		free(req);
+		return -EAGAIN;
+	}
+	fusedev_file_get(f);
+	*m->tail = req;
+	m->tail = &req->next;
+	m->queued++;
+	pthread_cond_signal(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+
+	return 0;
+}
+
+/*
+ * Make next the active instance between two commands, and hand the old one
+ * and its metadata back.  Blocks until the mux thread has switched (at most
+ * one command's time).  *ret_pause_ns is how long the mux held new
+ * commands for the switch.  Returns 0 or -ESHUTDOWN.  Rotator thread.
+ */
+int mux_swap(struct mux *m, struct inst *next, struct meta *next_meta,
+	     struct inst **ret_old, struct meta *ret_old_meta, uint64_t *ret_pause_ns)
+{
+	int r;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->stop) {
+		pthread_mutex_unlock(&m->lock);
+		return -ESHUTDOWN;
+	}
+	m->swap_next = next;
+	m->swap_meta = next_meta;
+	m->swap_done = false;
+	pthread_cond_broadcast(&m->cond);
+	while (!m->swap_done && !m->stop)
+		pthread_cond_wait(&m->cond, &m->lock);
+	r = m->swap_done ? m->swap_result : -ESHUTDOWN;
+	if (r == 0) {
+		*ret_old = m->swap_old;
+		*ret_old_meta = m->swap_old_meta;
+		*ret_pause_ns = m->swap_pause_ns;
+		m->swap_old = NULL;
+	}
+	m->swap_next = NULL;
+	m->swap_meta = NULL;
+	pthread_mutex_unlock(&m->lock);
+
+	return r;
+}
+
+/* A consistent copy of the counters.  Any thread. */
+void mux_stats_get(struct mux *m, struct mux_stats *ret)
+{
+	pthread_mutex_lock(&m->lock);
+	*ret = m->stats;
+	pthread_mutex_unlock(&m->lock);
+}

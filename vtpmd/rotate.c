@@ -1,0 +1,573 @@
+#include "rotate.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "event.h"
+#include "fsutil.h"
+#include "hook.h"
+#include "log.h"
+#include "status.h"
+#include "tpmcmd.h"
+#include "util.h"
+
+#define ROTATE_TAKE_TIMEOUT_MS 30000
+#define ROTATE_URGENT_TAKE_MS 10000
+#define ROTATE_RETRY_MS 1000
+
+/* An urgent swap done on the mux thread, to be finished here. */
+struct rotate_job {
+	struct rotate_job *next;
+	char reason[32];
+	char event_id[33];
+	int64_t time_ms;
+	struct inst *old;
+	struct meta old_meta;
+	uint64_t pause_ns;
+};
+
+struct rotate {
+	const struct conf *conf;	/* protected by lock; replaced on SIGHUP */
+	struct pool *pool;
+	struct mux *mux;
+	char outbox[PATH_MAX];
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	char pending[32];		/* reason of a requested rotation, "" if none */
+	struct rotate_job *jobs;	/* urgent swaps to finish */
+	bool stop;
+	pthread_t thread;
+	bool started;
+	struct meta cur;		/* deep copy of the active instance's meta */
+	uint64_t rotations;
+	uint64_t last_pause_ns;
+	uint64_t events_failed;
+};
+
+static int64_t now_realtime_ms(void)
+{
+	return (int64_t)(util_now_ns(CLOCK_REALTIME) / 1000000);
+}
+
+static void event_id_new(char *buf)
+{
+	uint8_t rnd[16] = {0};
+	size_t i;
+
+	(void)getrandom(rnd, sizeof(rnd), 0);
+	for (i = 0; i < sizeof(rnd); i++)
+		sprintf(buf + 2 * i, "%02x", rnd[i]);
+}
+
+/* Durably record one phase of an event in the outbox before any hook runs. */
+static int outbox_put(struct rotate *r, const char *id, const char *phase,
+		      const char *json, char *path, size_t size)
+{
+	snprintf(path, size, "%s/%lld-%s-%s.json", r->outbox,
+		 (long long)now_realtime_ms(), id, phase);
+
+	return fsutil_write_atomic(path, json, strlen(json), 0600);
+}
+
+static bool run_hooks(struct rotate *r, unsigned phase_bit, const char *phase,
+		      const char *id, const char *json)
+{
+	struct hook_result res;
+	const struct conf *c;
+	char phase_var[64];
+	char id_var[64];
+	char *envp[] = { phase_var, id_var, NULL };
+	bool ok = true;
+	size_t i;
+	int e;
+
+	snprintf(phase_var, sizeof(phase_var), "VTPMD_EVENT_PHASE=%s", phase);
+	snprintf(id_var, sizeof(id_var), "VTPMD_EVENT_ID=%s", id);
+
+	pthread_mutex_lock(&r->lock);
+	c = r->conf;
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < c->n_hooks; i++) {
+		const struct conf_hook *h = &c->hooks[i];
+
+		if (!(h->phases & phase_bit))
+			continue;
+		e = hook_exec(h->argv, envp, json, strlen(json), h->timeout_ms, &res);
+		if (e < 0) {
+			log_err_errno(e, "hook: cannot run hook=%s phase=%s id=%s path=%s",
+				      h->name, phase, id, h->argv[0]);
+			ok = false;
+		} else if (res.timed_out || res.signaled || res.exit_status != 0) {
+			log_err("hook: failed hook=%s phase=%s id=%s status=%d signal=%d timed_out=%d elapsed_ms=%llu",
+				h->name, phase, id, res.exit_status, res.term_signal, res.timed_out,
+				(unsigned long long)res.elapsed_ms);
+			ok = false;
+		} else {
+			log_notice("hook: delivered hook=%s phase=%s id=%s elapsed_ms=%llu",
+				   h->name, phase, id, (unsigned long long)res.elapsed_ms);
+		}
+	}
+
+	return ok;
+}
+
+/*
+ * Encode one phase of the event, record it, run that phase's hooks and
+ * drop it from the outbox when every hook took it.
+ */
+static void deliver(struct rotate *r, struct event_rotation *ev, const char *phase,
+		    unsigned phase_bit)
+{
+	char path[PATH_MAX];
+	char *json = NULL;
+	int e;
+
+	ev->phase = phase;
+	e = event_rotation_encode(ev, &json);
+	if (e < 0) {
+		log_err_errno(e, "rotate: cannot encode event id=%s phase=%s", ev->id, phase);
+		return;
+	}
+	e = outbox_put(r, ev->id, phase, json, path, sizeof(path));
+	if (e < 0)
+		log_err_errno(e, "rotate: cannot record event id=%s phase=%s path=%s",
+			      ev->id, phase, path);
+	if (run_hooks(r, phase_bit, phase, ev->id, json)) {
+		if (e == 0)
+			(void)unlink(path);
+	} else {
+		pthread_mutex_lock(&r->lock);
+		r->events_failed++;
+		pthread_mutex_unlock(&r->lock);
+	}
+	free(json);
+}
+
+static void event_fill(struct rotate *r, struct event_rotation *ev, const char *id,
+		       const char *reason, int64_t time_ms, const struct meta *old,
+		       const struct meta *new)
+{
+	struct mux_stats s = {0};
+
+	if (r->mux)
+		mux_stats_get(r->mux, &s);
+	memset(ev, 0, sizeof(*ev));
+	ev->id = id;
+	ev->reason = reason;
+	ev->time_ms = time_ms;
+	ev->old = old;
+	ev->new = new;
+	ev->commands = s.inst_commands;
+	ev->quotes = s.inst_quotes;
+	ev->rotations = s.rotations;
+}
+
+/* TPM2_Shutdown, stop the process, move the state to retired/. */
+static void retire(struct rotate *r, struct inst *old, const char *id)
+{
+	uint8_t cmd[16];
+	uint8_t rsp[64];
+	size_t len;
+	size_t rlen;
+	int e;
+
+	e = tpmcmd_build_shutdown(false, cmd, sizeof(cmd), &len);
+	if (e == 0)
+		e = inst_transmit(old, 0, cmd, len, rsp, sizeof(rsp), &rlen);
+	if (e < 0)
+		log_warn_errno(e, "rotate: shutdown of retired instance failed inst=%s", id);
+	inst_stop(old);
+	e = pool_retire(r->pool, id);
+	if (e < 0)
+		log_warn_errno(e, "rotate: cannot move retired instance inst=%s", id);
+	else
+		log_info("rotate: retired inst=%s", id);
+}
+
+static void set_cur(struct rotate *r, const struct meta *m)
+{
+	struct meta copy;
+
+	if (meta_copy(m, &copy) < 0) {
+		meta_clear(&copy);
+		memset(&copy, 0, sizeof(copy));
+		snprintf(copy.id, sizeof(copy.id), "%s", m->id);
+	}
+	pthread_mutex_lock(&r->lock);
+	meta_clear(&r->cur);
+	r->cur = copy;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/*
+ * The instance is live now: its saved volatile state (from manufacturing)
+ * must never be loaded again.
+ */
+static void activated(struct inst *in, const char *id)
+{
+	int e;
+
+	e = inst_drop_volatile(in);
+	if (e < 0)
+		log_warn_errno(e, "rotate: cannot drop the saved volatile state inst=%s", id);
+}
+
+/* A planned rotation: the old instance keeps serving while prepare runs. */
+static int rotate_planned(struct rotate *r, const char *reason)
+{
+	struct event_rotation ev;
+	struct inst *next;
+	struct inst *old;
+	struct meta next_meta;
+	struct meta new_copy;
+	struct meta old_meta;
+	char id[33];
+	uint64_t pause;
+	int64_t t = now_realtime_ms();
+	int e;
+
+	e = pool_take(r->pool, ROTATE_TAKE_TIMEOUT_MS, &next, &next_meta);
+	if (e < 0)
+		return log_err_errno(e, "rotate: no ready instance reason=%s", reason);
+	e = meta_copy(&next_meta, &new_copy);
+	if (e < 0)
+		goto err_put_back;
+	event_id_new(id);
+	event_fill(r, &ev, id, reason, t, &r->cur, &new_copy);
+	deliver(r, &ev, "prepare", CONF_PHASE_PREPARE);
+	e = pool_mark_activated(r->pool, next_meta.id);
+	if (e < 0) {
+		log_err_errno(e, "rotate: cannot record the new active instance inst=%s",
+			      next_meta.id);
+		goto err_put_back;
+	}
+	e = mux_swap(r->mux, next, &next_meta, &old, &old_meta, &pause);
+	if (e < 0)
+		goto err_put_back;
+	log_notice("rotate: swapped inst=%s old=%s reason=%s pause_us=%.1f", new_copy.id,
+		   old_meta.id, reason, (double)pause / 1000.0);
+	activated(next, new_copy.id);
+	ev.old = &old_meta;
+	deliver(r, &ev, "commit", CONF_PHASE_COMMIT);
+	set_cur(r, &new_copy);
+	pthread_mutex_lock(&r->lock);
+	r->rotations++;
+	r->last_pause_ns = pause;
+	pthread_mutex_unlock(&r->lock);
+	retire(r, old, old_meta.id);
+	meta_clear(&old_meta);
+	meta_clear(&new_copy);
+
+	return 0;
+
+err_put_back:
+	/* XXX: a taken spare that cannot be activated is discarded, not returned to the pool. */
+	meta_clear(&new_copy);
+	inst_stop(next);
+	(void)pool_retire(r->pool, next_meta.id);
+	meta_clear(&next_meta);
+	return e;
+}
+
+/* Finish an urgent swap: hooks of both phases, then retirement. */
+static void rotate_finish(struct rotate *r, struct rotate_job *job)
+{
+	struct event_rotation ev;
+	struct meta new_copy;
+
+	pthread_mutex_lock(&r->lock);
+	(void)meta_copy(&r->cur, &new_copy);
+	pthread_mutex_unlock(&r->lock);
+	event_fill(r, &ev, job->event_id, job->reason, job->time_ms, &job->old_meta, &new_copy);
+	deliver(r, &ev, "prepare", CONF_PHASE_PREPARE);
+	deliver(r, &ev, "commit", CONF_PHASE_COMMIT);
+	retire(r, job->old, job->old_meta.id);
+	meta_clear(&new_copy);
+	meta_clear(&job->old_meta);
+	free(job);
+}
+
+static void check_age(struct rotate *r)
+{
+	struct mux_stats s;
+	uint64_t max_age;
+
+	pthread_mutex_lock(&r->lock);
+	max_age = r->conf->max_age_ms;
+	pthread_mutex_unlock(&r->lock);
+	if (!max_age || !r->mux)
+		return;
+	mux_stats_get(r->mux, &s);
+	if (util_now_ns(CLOCK_MONOTONIC) / 1000000 - s.active_since_ms >= max_age)
+		rotate_request(r, "max_age");
+}
+
+static void *rotate_main(void *arg)
+{
+	struct rotate *r = arg;
+	struct rotate_job *job;
+	struct timespec ts;
+	char reason[32];
+
+	pthread_mutex_lock(&r->lock);
+	while (!r->stop) {
+		if ((job = r->jobs)) {
+			r->jobs = job->next;
+			r->pending[0] = '\0';
+			pthread_mutex_unlock(&r->lock);
+			rotate_finish(r, job);
+			pthread_mutex_lock(&r->lock);
+			continue;
+		}
+		if (r->pending[0]) {
+			memcpy(reason, r->pending, sizeof(reason));
+			pthread_mutex_unlock(&r->lock);
+			if (rotate_planned(r, reason) < 0) {
+				usleep(ROTATE_RETRY_MS * 1000);
+				pthread_mutex_lock(&r->lock);
+				continue;
+			}
+			pthread_mutex_lock(&r->lock);
+			r->pending[0] = '\0';
+			continue;
+		}
+		pthread_mutex_unlock(&r->lock);
+		check_age(r);
+		pthread_mutex_lock(&r->lock);
+		if (r->pending[0] || r->jobs || r->stop)
+			continue;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+	}
+	pthread_mutex_unlock(&r->lock);
+
+	return NULL;
+}
+
+/*
+ * Ask for a rotation (watermark, counter, age, SIGUSR1).  A request while
+ * one is pending is merged into it.  Any thread; does not block.
+ */
+void rotate_request(struct rotate *r, const char *reason)
+{
+	pthread_mutex_lock(&r->lock);
+	if (!r->pending[0])
+		snprintf(r->pending, sizeof(r->pending), "%s", reason);
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void mux_request(void *userdata, const char *reason)
+{
+	rotate_request(userdata, reason);
+}
+
+static int mux_take_now(void *userdata, const char *reason, struct inst **ret_inst,
+			struct meta *ret_meta)
+{
+	struct rotate *r = userdata;
+	struct inst *in;
+	struct meta m;
+	int e;
+
+	e = pool_take(r->pool, ROTATE_URGENT_TAKE_MS, &in, &m);
+	if (e < 0)
+		return e;
+	e = pool_mark_activated(r->pool, m.id);
+	if (e < 0) {
+		inst_stop(in);
+		(void)pool_retire(r->pool, m.id);
+		meta_clear(&m);
+		return e;
+	}
+	activated(in, m.id);
+	set_cur(r, &m);
+	*ret_inst = in;
+	*ret_meta = m;
+
+	return 0;
+}
+
+static void mux_swapped(void *userdata, const char *reason, struct inst *old,
+			struct meta *old_meta, uint64_t pause_ns)
+{
+	struct rotate *r = userdata;
+	struct rotate_job *job;
+	struct rotate_job **p;
+
+	log_notice("rotate: swapped inst=%s old=%s reason=%s pause_us=%.1f urgent=1",
+		   r->cur.id, old_meta->id, reason, (double)pause_ns / 1000.0);
+	job = calloc(1, sizeof(*job));
+	if (!job) {
+		inst_stop(old);
+		meta_clear(old_meta);
+		return;
+	}
+	snprintf(job->reason, sizeof(job->reason), "%s", reason);
+	event_id_new(job->event_id);
+	job->time_ms = now_realtime_ms();
+	job->old = old;
+	job->old_meta = *old_meta;
+	job->pause_ns = pause_ns;
+	pthread_mutex_lock(&r->lock);
+	r->rotations++;
+	r->last_pause_ns = pause_ns;
+	for (p = &r->jobs; *p; p = &(*p)->next)
+		;
+	*p = job;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* The callbacks the mux needs, bound to r. */
+void rotate_mux_ops(struct rotate *r, struct mux_rotator *ret)
+{
+	ret->userdata = r;
+	ret->request = mux_request;
+	ret->take_now = mux_take_now;
+	ret->swapped = mux_swapped;
+}
+
+/*
+ * Create the rotator for configuration c and pool; its outbox is
+ * <state_dir>/outbox.  Returns 0 or a negative errno.  Main thread.
+ */
+int rotate_new(const struct conf *c, struct pool *pool, struct rotate **ret)
+{
+	struct rotate *r;
+	int e;
+
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->conf = c;
+	r->pool = pool;
+	snprintf(r->outbox, sizeof(r->outbox), "%s/outbox", c->state_dir);
+	e = fsutil_mkdir(r->outbox, 0700);
+	if (e < 0) {
+		free(r);
+		return e;
+	}
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	*ret = r;
+
+	return 0;
+}
+
+/*
+ * The instance to serve at start-up: the one active when the daemon last
+ * ran, resumed, or else the first ready one, announced to the hooks with
+ * old = null.  Returns 0 or a negative errno.  Main thread, before the mux
+ * runs.
+ */
+int rotate_first(struct rotate *r, struct mux *m, struct inst **ret_inst, struct meta *ret_meta)
+{
+	struct event_rotation ev;
+	char active[META_ID_MAX];
+	char id[33];
+	int e;
+
+	r->mux = m;
+	if (pool_active_load(r->pool, active, sizeof(active)) == 0) {
+		e = pool_resume(r->pool, active, ret_inst, ret_meta);
+		if (e == 0) {
+			log_notice("rotate: resumed active instance inst=%s", active);
+			set_cur(r, ret_meta);
+			return 0;
+		}
+		log_err_errno(e, "rotate: cannot resume the active instance, taking a fresh one inst=%s",
+			      active);
+	}
+	e = pool_take(r->pool, ROTATE_TAKE_TIMEOUT_MS, ret_inst, ret_meta);
+	if (e < 0)
+		return log_err_errno(e, "rotate: no instance became ready");
+	e = pool_mark_activated(r->pool, ret_meta->id);
+	if (e < 0) {
+		inst_stop(*ret_inst);
+		meta_clear(ret_meta);
+		return log_err_errno(e, "rotate: cannot record the active instance");
+	}
+	activated(*ret_inst, ret_meta->id);
+	set_cur(r, ret_meta);
+	event_id_new(id);
+	event_fill(r, &ev, id, "start", now_realtime_ms(), NULL, &r->cur);
+	r->mux = NULL;
+	deliver(r, &ev, "prepare", CONF_PHASE_PREPARE);
+	deliver(r, &ev, "commit", CONF_PHASE_COMMIT);
+	r->mux = m;
+	log_notice("rotate: activated inst=%s reason=start", ret_meta->id);
+
+	return 0;
+}
+
+/* Start the rotator's thread.  Returns 0 or a negative errno. */
+int rotate_start(struct rotate *r)
+{
+	int e;
+
+	e = -pthread_create(&r->thread, NULL, rotate_main, r);
+	if (e == 0)
+		r->started = true;
+
+	return e;
+}
+
+/* New configuration after SIGHUP; c must outlive the rotator or the next call. */
+void rotate_set_conf(struct rotate *r, const struct conf *c)
+{
+	pthread_mutex_lock(&r->lock);
+	r->conf = c;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* The status file's JSON, malloc'd.  Any thread. */
+int rotate_status(struct rotate *r, char **ret_json)
+{
+	struct status_info info = {0};
+	int e;
+
+	if (r->mux)
+		mux_stats_get(r->mux, &info.stats);
+	info.pool_ready = pool_ready_count(r->pool);
+	info.pool_size = pool_size(r->pool);
+	pthread_mutex_lock(&r->lock);
+	info.active = &r->cur;
+	info.events_failed = r->events_failed;
+	info.rotation_pending = r->pending[0] != '\0';
+	e = status_encode(&info, ret_json);
+	pthread_mutex_unlock(&r->lock);
+
+	return e;
+}
+
+/* Stop the thread after the rotation under way.  NULL is a no-op.  Main thread. */
+void rotate_free(struct rotate *r)
+{
+	struct rotate_job *job;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->stop = true;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	if (r->started)
+		pthread_join(r->thread, NULL);
+	while ((job = r->jobs)) {
+		r->jobs = job->next;
+		inst_stop(job->old);
+		meta_clear(&job->old_meta);
+		free(job);
+	}
+	meta_clear(&r->cur);
+	free(r);
+}
