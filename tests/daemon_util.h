@@ -1,0 +1,288 @@
+#pragma once
+
+/*
+ * Helpers for tests that run the real daemon: a private state directory
+ * and mount under a temporary directory, vtpmd started in the foreground,
+ * readiness by bounded polling of the status file, a clean stop.
+ * Header-only; include after harness.h.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+struct vd {
+	char dir[256];		/* temporary directory holding everything */
+	char mnt[300];
+	char state[300];
+	char events[300];
+	char conf[300];
+	char log[300];
+	char tpm0[320];
+	pid_t pid;
+};
+
+static inline void vd_sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Why the daemon tests cannot run here, or NULL. */
+static inline const char *vd_unsupported(void)
+{
+	if (geteuid() != 0)
+		return "needs root to mount FUSE";
+	if (access("/dev/fuse", R_OK | W_OK) != 0)
+		return "no /dev/fuse";
+	if (!getenv("VTPMD_BIN") || !getenv("VTPMD_INSTANCE_BIN"))
+		return "VTPMD_BIN and VTPMD_INSTANCE_BIN not set (run through meson)";
+	return NULL;
+}
+
+static inline int vd_init(struct vd *d)
+{
+	snprintf(d->dir, sizeof(d->dir), "/tmp/vtpmd-test.XXXXXX");
+	if (!mkdtemp(d->dir))
+		return -errno;
+	snprintf(d->mnt, sizeof(d->mnt), "%s/mnt", d->dir);
+	snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
+	snprintf(d->events, sizeof(d->events), "%s/events", d->dir);
+	snprintf(d->conf, sizeof(d->conf), "%s/vtpmd.conf", d->dir);
+	snprintf(d->log, sizeof(d->log), "%s/vtpmd.log", d->dir);
+	snprintf(d->tpm0, sizeof(d->tpm0), "%s/tpm0", d->mnt);
+	d->pid = -1;
+	if (mkdir(d->mnt, 0755) < 0 || mkdir(d->events, 0700) < 0)
+		return -errno;
+
+	return 0;
+}
+
+/* Write the config: the base keys, a hook that keeps events, then extra. */
+static inline int vd_write_conf(struct vd *d, const char *pool_extra, const char *extra)
+{
+	const char *src = getenv("VTPMD_SOURCE_ROOT");
+	FILE *f = fopen(d->conf, "w");
+
+	if (!f)
+		return -errno;
+	fprintf(f, "[vtpmd]\nstate_dir = %s\nmountpoint = %s\nlog_level = debug\n\n"
+		   "[pool]\nsize = 2\n%s\n"
+		   "[hook.keep]\nexec = %s/scripts/hook-save-event %s\n\n%s",
+		d->state, d->mnt, pool_extra ? pool_extra : "", src ? src : ".", d->events,
+		extra ? extra : "");
+
+	return fclose(f) == 0 ? 0 : -errno;
+}
+
+static inline bool vd_mounted(const struct vd *d)
+{
+	char status[400];
+
+	snprintf(status, sizeof(status), "%s/status", d->mnt);
+	return access(status, R_OK) == 0;
+}
+
+/* Start vtpmd -f on the written config; wait up to 20 s for the mount. */
+static inline int vd_start(struct vd *d)
+{
+	posix_spawn_file_actions_t fa;
+	char *argv[] = { getenv("VTPMD_BIN"), (char *)"-c", d->conf, (char *)"-f", NULL };
+	int i;
+	int r;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 2, d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	r = posix_spawn(&d->pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r != 0) {
+		d->pid = -1;
+		return -r;
+	}
+	for (i = 0; i < 400; i++) {
+		if (vd_mounted(d))
+			return 0;
+		if (waitpid(d->pid, NULL, WNOHANG) == d->pid) {
+			d->pid = -1;
+			return -ECHILD;
+		}
+		vd_sleep_ms(50);
+	}
+
+	return -ETIMEDOUT;
+}
+
+/* Send sig to the daemon; for SIGTERM/SIGKILL wait for it (10 s, then KILL). */
+static inline int vd_stop(struct vd *d, int sig)
+{
+	int status = 0;
+	int i;
+
+	if (d->pid <= 0)
+		return 0;
+	kill(d->pid, sig);
+	for (i = 0; i < 200; i++) {
+		if (waitpid(d->pid, &status, WNOHANG) == d->pid)
+			break;
+		vd_sleep_ms(50);
+	}
+	if (i == 200) {
+		kill(d->pid, SIGKILL);
+		waitpid(d->pid, &status, 0);
+	}
+	d->pid = -1;
+	if (umount2(d->mnt, MNT_DETACH) == 0)
+		return 1;	/* the daemon left its mount behind */
+
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static inline void vd_cleanup(struct vd *d)
+{
+	char cmd[400];
+
+	if (d->pid > 0)
+		vd_stop(d, SIGTERM);
+	if (d->dir[0]) {
+		(void)umount2(d->mnt, MNT_DETACH);
+		if (getenv("VTPMD_TEST_KEEP")) {
+			printf("# kept %s\n", d->dir);
+			return;
+		}
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
+		(void)system(cmd);
+	}
+}
+
+/* Run a shell command line; its output goes to the TAP stream as "# " lines. */
+static inline int vd_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int vd_sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	char full[4200];
+	va_list ap;
+	int status;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	snprintf(full, sizeof(full), "( %s ) 2>&1 | sed 's/^/# /'; exit ${PIPESTATUS[0]}", cmd);
+	fflush(stdout);
+	{
+		char *argv[] = { (char *)"/bin/bash", (char *)"-c", full, NULL };
+		pid_t pid;
+
+		if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0)
+			return -1;
+		if (waitpid(pid, &status, 0) < 0)
+			return -1;
+	}
+
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Read a file into buf (NUL-terminated); returns its length or -errno. */
+static inline ssize_t vd_read(const char *path, char *buf, size_t size)
+{
+	ssize_t n;
+	size_t len = 0;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0)
+		return -errno;
+	while (len + 1 < size && (n = read(fd, buf + len, size - 1 - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	buf[len] = '\0';
+
+	return (ssize_t)len;
+}
+
+/* An integer field of the status JSON ("key": N), or -1. */
+static inline long long vd_status_num(struct vd *d, const char *key)
+{
+	char path[400];
+	char buf[8192];
+	char pat[80];
+	char *p;
+
+	snprintf(path, sizeof(path), "%s/status", d->mnt);
+	if (vd_read(path, buf, sizeof(buf)) < 0)
+		return -1;
+	snprintf(pat, sizeof(pat), "\"%s\": ", key);
+	p = strstr(buf, pat);
+
+	return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
+}
+
+/* The "instance" of the status file's active identity into buf, or "". */
+static inline void vd_status_active(struct vd *d, char *buf, size_t size)
+{
+	char path[400];
+	char st[8192];
+	char *p;
+	char *e;
+
+	buf[0] = '\0';
+	snprintf(path, sizeof(path), "%s/status", d->mnt);
+	if (vd_read(path, st, sizeof(st)) < 0)
+		return;
+	p = strstr(st, "\"instance\": \"");
+	if (!p)
+		return;
+	p += strlen("\"instance\": \"");
+	e = strchr(p, '"');
+	if (e && (size_t)(e - p) < size) {
+		memcpy(buf, p, (size_t)(e - p));
+		buf[e - p] = '\0';
+	}
+}
+
+/* Wait until the status number key is at least want (bounded, 30 s). */
+static inline long long vd_wait_num(struct vd *d, const char *key, long long want)
+{
+	long long v = -1;
+	int i;
+
+	for (i = 0; i < 600; i++) {
+		v = vd_status_num(d, key);
+		if (v >= want)
+			break;
+		vd_sleep_ms(50);
+	}
+
+	return v;
+}
+
+/* Count the files in the events directory whose name ends in suffix. */
+static inline int vd_count_events(struct vd *d, const char *suffix)
+{
+	char cmd[512];
+	char buf[64];
+	FILE *p;
+	int n = -1;
+
+	snprintf(cmd, sizeof(cmd), "ls '%s' | grep -c -- '%s$'", d->events, suffix);
+	p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	if (fgets(buf, sizeof(buf), p))
+		n = atoi(buf);
+	pclose(p);
+
+	return n;
+}
