@@ -60,7 +60,8 @@ TEST(getcap_and_shutdown_bytes)
 	uint8_t buf[64];
 	size_t len;
 
-	ASSERT_EQ(tpmcmd_build_getcap(TPM2_CAP_TPM_PROPERTIES, 0x204, 12, buf, sizeof(buf), &len), 0);
+	ASSERT_EQ(tpmcmd_build_getcap(TPM2_CAP_TPM_PROPERTIES, 0x204, 12, buf, sizeof(buf),
+				      &len), 0);
 	ASSERT_EQ(len, sizeof(want));
 	EXPECT_EQ(memcmp(buf, want, len), 0);
 	EXPECT_EQ(tpmcmd_build_getcap(1, 2, 3, buf, 20, &len), -ENOBUFS);
