@@ -403,6 +403,18 @@ static int pool_dirs(struct pool *p)
 	return fsutil_mkdir(p->retired_dir, 0700);
 }
 
+/* Free the memory of p; its threads and processes are gone already. */
+static void pool_release(struct pool *p)
+{
+	free(p->retired);
+	free(p->ready);
+	free(p->ca_key);
+	free(p->ca_cert);
+	free(p->helper);
+	free(p->state_dir);
+	free(p);
+}
+
 /*
  * Open the pool under c->state_dir: discard half-made instances, retire
  * those an earlier run activated, take stock of the ready ones and start
@@ -450,13 +462,7 @@ int pool_new(const struct pool_config *c, struct pool **ret)
 	return 0;
 
 err_free:
-	free(p->retired);
-	free(p->ready);
-	free(p->ca_key);
-	free(p->ca_cert);
-	free(p->helper);
-	free(p->state_dir);
-	free(p);
+	pool_release(p);
 	return r;
 }
 
@@ -479,13 +485,7 @@ void pool_free(struct pool *p)
 	pthread_mutex_unlock(&p->lock);
 	inst_stop(p->spare);
 	meta_clear(&p->spare_meta);
-	free(p->retired);
-	free(p->ready);
-	free(p->ca_key);
-	free(p->ca_cert);
-	free(p->helper);
-	free(p->state_dir);
-	free(p);
+	pool_release(p);
 }
 
 /* Change the number of ready instances to keep (SIGHUP).  Any thread. */
