@@ -3,12 +3,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -19,6 +21,8 @@
 /* How long an instance may take to load its state and to terminate. */
 #define INST_READY_TIMEOUT_MS 10000
 #define INST_STOP_TIMEOUT_MS 2000
+/* A manufacture is tens of milliseconds; an RSA prime search a few seconds at worst. */
+#define INST_MANUFACTURE_TIMEOUT_MS 120000
 #define INST_FD 3
 
 extern char **environ;
@@ -27,6 +31,7 @@ struct inst {
 	pid_t pid;		/* the instance process, 0 if it was never spawned */
 	int fd;			/* our end of the socketpair; -1 once broken */
 	bool started;		/* TPM2_Startup done in the loaded state */
+	int timeout_ms;		/* for one command or request; see inst_set_timeout() */
 	uint8_t buf[IPC_PAYLOAD_MAX];	/* frames received */
 };
 
@@ -76,6 +81,30 @@ static int inst_waitpid(pid_t pid, int *ret_status)
 	return p < 0 ? -errno : 0;
 }
 
+/*
+ * Wait for pid to exit within timeout_ms; past it, SIGKILL it, reap it and
+ * return -ETIMEDOUT.  A pidfd lets poll() wake on the exit itself.
+ */
+static int inst_wait_deadline(pid_t pid, int timeout_ms, int *ret_status)
+{
+	struct pollfd pfd = { .events = POLLIN };
+	int n;
+	int r;
+
+	pfd.fd = pidfd_open(pid, 0);
+	if (pfd.fd < 0)
+		return inst_waitpid(pid, ret_status);
+	do {
+		n = poll(&pfd, 1, timeout_ms);
+	} while (n < 0 && errno == EINTR);
+	(void)close(pfd.fd);
+	if (n == 0)
+		(void)kill(pid, SIGKILL);
+	r = inst_waitpid(pid, ret_status);
+
+	return n == 0 ? -ETIMEDOUT : r;
+}
+
 static void inst_ek_arg(const struct inst_manufacture_params *p, char *buf, size_t size)
 {
 	(void)snprintf(buf, size, "%s%s%s", p->ek_rsa ? "rsa2048" : "",
@@ -123,8 +152,7 @@ int inst_manufacture(const char *helper, const char *dir, const char *id,
 	if (r < 0)
 		return r;
 
-	/* XXX: no time limit: a helper that hangs blocks the caller for good. */
-	r = inst_waitpid(pid, &status);
+	r = inst_wait_deadline(pid, INST_MANUFACTURE_TIMEOUT_MS, &status);
 	if (r < 0)
 		return r;
 
@@ -249,6 +277,7 @@ int inst_start(const char *helper, const char *dir, bool with_volatile, struct i
 		return r;
 	}
 	in->fd = sv[0];
+	in->timeout_ms = INST_COMMAND_TIMEOUT_MS;
 
 	/* dup2 onto the same number would keep FD_CLOEXEC set: move it. */
 	if (sv[1] == INST_FD) {
@@ -271,12 +300,40 @@ int inst_start(const char *helper, const char *dir, bool with_volatile, struct i
 }
 
 /*
+ * An instance that did not answer in time is hung (or stopped): kill it and
+ * reap it now, so that nothing waits on it again and its pid is not reused
+ * under us.
+ */
+static void inst_kill(struct inst *in)
+{
+	int status;
+
+	if (in->pid <= 0)
+		return;
+	(void)kill(in->pid, SIGKILL);
+	(void)inst_waitpid(in->pid, &status);
+	in->pid = 0;
+}
+
+/*
+ * Limit how long one command or request on in may take, from now on; the
+ * default is INST_COMMAND_TIMEOUT_MS.  0 means no limit.  The caller
+ * serialises this with the other calls on in.
+ */
+void inst_set_timeout(struct inst *in, uint64_t timeout_ms)
+{
+	in->timeout_ms = timeout_ms == 0 || timeout_ms > INT_MAX ? -1 : (int)timeout_ms;
+}
+
+/*
  * Run one TPM command (cmd, len bytes, at most INST_BUF_MAX) at locality in
  * the instance and put its response in rsp.  TPM errors are in the
  * response.  Returns 0, -EMSGSIZE when the command is over INST_BUF_MAX or
  * the response does not fit rsp_size, -EINVAL for an empty command, -EPIPE
- * when the instance has gone, -EBADMSG when it broke the protocol, or the
- * negative errno it reported.  The caller serialises calls on one inst.
+ * when the instance has gone, -EBADMSG when it broke the protocol,
+ * -ETIMEDOUT when it did not answer within its timeout (it is killed then,
+ * and every later call answers -EPIPE), or the negative errno it reported.
+ * The caller serialises calls on one inst.
  */
 int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t len,
 		  uint8_t *rsp, size_t rsp_size, size_t *ret_len)
@@ -293,10 +350,11 @@ int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t 
 	if (in->fd < 0)
 		return -EPIPE;
 
-	/* XXX: no time limit: an instance that hangs in a command blocks the caller. */
 	r = ipc_send(in->fd, IPC_CMD, &locality, 1, cmd, len);
 	if (r == 0)
-		r = inst_recv(in, -1, &type, &n);
+		r = inst_recv(in, in->timeout_ms, &type, &n);
+	if (r == -ETIMEDOUT)
+		inst_kill(in);
 	if (r < 0)
 		return r;
 
@@ -322,10 +380,12 @@ static int inst_request(struct inst *in, uint32_t type, struct ipc_status *ret)
 	if (in->fd < 0)
 		return -EPIPE;
 	r = ipc_send(in->fd, type, NULL, 0, NULL, 0);
-	if (r < 0)
-		return r;
+	if (r == 0)
+		r = inst_recv_status(in, IPC_STATUS, in->timeout_ms, ret);
+	if (r == -ETIMEDOUT)
+		inst_kill(in);
 
-	return inst_recv_status(in, IPC_STATUS, -1, ret);
+	return r;
 }
 
 /*

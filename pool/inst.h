@@ -17,6 +17,8 @@ struct inst;
 
 /* Largest command or response, as for the kernel's TPM devices. */
 #define INST_BUF_MAX 4096
+/* Default time limit of one command in an instance. */
+#define INST_COMMAND_TIMEOUT_MS 30000
 
 struct inst_manufacture_params {
 	bool ek_rsa;		/* RSA 2048 EK at 0x81010001, cert at 0x01c00002 */
@@ -33,6 +35,7 @@ int inst_start(const char *helper, const char *dir, bool with_volatile,
 	       struct inst **ret);
 int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd,
 		  size_t len, uint8_t *rsp, size_t rsp_size, size_t *ret_len);
+void inst_set_timeout(struct inst *in, uint64_t timeout_ms);
 int inst_startup(struct inst *in);
 int inst_drop_volatile(struct inst *in);
 int inst_save_volatile(struct inst *in);

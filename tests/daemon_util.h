@@ -9,9 +9,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,4 +287,75 @@ static inline int vd_count_events(struct vd *d, const char *suffix)
 	pclose(p);
 
 	return n;
+}
+
+/* TPM2_GetRandom(8), TPM_ST_NO_SESSIONS */
+static const uint8_t vd_getrandom8[] = {
+	0x80, 0x01, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x00, 0x01, 0x7b, 0x00, 0x08,
+};
+
+/*
+ * One command on an open device file: write, poll up to timeout_ms, read.
+ * Returns the response length or -errno (-ETIMEDOUT when poll gave up).
+ */
+static inline ssize_t vd_xfer(int fd, const uint8_t *cmd, size_t len, uint8_t *rsp,
+			      size_t size, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	ssize_t n;
+
+	if (write(fd, cmd, len) != (ssize_t)len)
+		return -errno;
+	if (poll(&p, 1, timeout_ms) != 1)
+		return -ETIMEDOUT;
+	n = read(fd, rsp, size);
+
+	return n < 0 ? -errno : n;
+}
+
+/* The response code of a response of n bytes, or 0xffffffff if n < 10. */
+static inline uint32_t vd_rc(const uint8_t *rsp, ssize_t n)
+{
+	if (n < 10)
+		return 0xffffffffu;
+	return (uint32_t)rsp[6] << 24 | (uint32_t)rsp[7] << 16 | (uint32_t)rsp[8] << 8 | rsp[9];
+}
+
+/* GetRandom(8) on a fresh open of tpm0: its response code, or 0xffffffff. */
+static inline uint32_t vd_getrandom_rc(struct vd *d)
+{
+	uint8_t rsp[64];
+	ssize_t n;
+	int fd;
+
+	fd = open(d->tpm0, O_RDWR | O_NONBLOCK);
+	if (fd < 0)
+		return 0xffffffffu;
+	n = vd_xfer(fd, vd_getrandom8, sizeof(vd_getrandom8), rsp, sizeof(rsp), 60000);
+	close(fd);
+
+	return vd_rc(rsp, n);
+}
+
+/* The pid of the process serving the active instance, or -1. */
+static inline pid_t vd_active_pid(struct vd *d)
+{
+	char cmd[600];
+	char id[128];
+	char buf[64];
+	FILE *p;
+	pid_t pid = -1;
+
+	vd_status_active(d, id, sizeof(id));
+	if (!id[0])
+		return -1;
+	snprintf(cmd, sizeof(cmd), "pgrep -f -- 'serve --dir %s/instances/%s( |$)'", d->state, id);
+	p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	if (fgets(buf, sizeof(buf), p))
+		pid = (pid_t)atoi(buf);
+	pclose(p);
+
+	return pid;
 }

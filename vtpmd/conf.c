@@ -831,6 +831,8 @@ static const struct conf_key pool_keys[] = {
 	{ K_FIELD("workers", CONF_T_UINT, workers), .def = "0", .min = 0, .max = 64 },
 	{ K_FIELD("ca_cert", CONF_T_PATH, ca_cert) },
 	{ K_FIELD("ca_key", CONF_T_PATH, ca_key) },
+	{ K_FIELD("command_timeout", CONF_T_DURATION, command_timeout_ms), .def = "30s",
+	  .min = 100, .max = MS_PER_DAY },
 };
 
 static const struct conf_key rotate_keys[] = {

@@ -48,6 +48,7 @@ struct conf {
 	unsigned workers;	/* parallel manufacturing jobs; 0 = cores */
 	char *ca_cert;		/* NULL: vtpmd's own CA under state_dir */
 	char *ca_key;
+	uint64_t command_timeout_ms;	/* an instance that takes longer is hung */
 
 	/* [rotate] */
 	unsigned session_watermark;

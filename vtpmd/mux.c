@@ -29,6 +29,7 @@ struct mux_policy {
 	uint64_t max_quotes;
 	uint64_t max_commands;
 	bool on_exhaustion;
+	uint64_t command_timeout_ms;	/* given to each instance made active */
 };
 
 struct mux {
@@ -69,6 +70,7 @@ static void policy_from_conf(struct mux_policy *p, const struct conf *c)
 	p->max_quotes = c->max_quotes;
 	p->max_commands = c->max_commands;
 	p->on_exhaustion = c->on_exhaustion;
+	p->command_timeout_ms = c->command_timeout_ms;
 }
 
 /*
@@ -138,6 +140,7 @@ static int table_load(struct mux *m)
 static void set_active(struct mux *m, struct inst *in, struct meta *meta)
 {
 	m->active = in;
+	inst_set_timeout(in, m->policy.command_timeout_ms);
 	m->meta = *meta;
 	memset(meta, 0, sizeof(*meta));
 	snprintf(m->stats.active, sizeof(m->stats.active), "%s", m->meta.id);

@@ -1,0 +1,281 @@
+/*
+ * Crash safety and instance faults, against the real daemon: SIGKILL of
+ * vtpmd at awkward moments then a restart keeps the active identity, its NV
+ * and persistent handles and the finished pool; SIGTERM keeps loaded
+ * sessions; an instance that hangs or dies costs the waiting client one
+ * TPM_RC_FAILURE and a rotation, never the daemon.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon_util.h"
+
+#define AK "0x81008000"
+#define RC_FAILURE 0x101u
+
+/* TPM2_ReadPublic(0x80000000): a transient handle, so never replayed */
+static const uint8_t readpublic_transient[] = {
+	0x80, 0x01, 0x00, 0x00, 0x00, 0x0e, 0x00, 0x00, 0x01, 0x73, 0x80, 0x00, 0x00, 0x00,
+};
+
+FIXTURE(crash) {
+	struct vd d;
+};
+
+FIXTURE_SETUP(crash)
+{
+	const char *why = vd_unsupported();
+
+	if (why)
+		TEST_SKIP("%s", why);
+	ASSERT_EQ(vd_init(&self->d), 0);
+}
+
+FIXTURE_TEARDOWN(crash)
+{
+	if (getenv("VTPMD_TEST_VERBOSE"))
+		vd_sh("tail -n 60 '%s'", self->d.log);
+	vd_cleanup(&self->d);
+}
+
+/* pool_size 0 keeps the default (2) that vd_write_conf() writes. */
+static void start_sized(struct vd *d, unsigned pool_size, const char *pool, const char *extra)
+{
+	if (pool || extra)
+		ASSERT_EQ(vd_write_conf(d, pool, extra), 0);
+	if (pool_size)
+		ASSERT_EQ(vd_sh("sed -i 's/^size = 2$/size = %u/' %s", pool_size, d->conf), 0);
+	if (vd_start(d) != 0) {
+		vd_sh("cat '%s'", d->log);
+		ASSERT_TRUE(false);
+	}
+}
+
+static void start(struct vd *d, const char *pool, const char *extra)
+{
+	start_sized(d, 0, pool, extra);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Stop the active instance with sig; the waiting command gets want_rc
+ * (TPM_RC_FAILURE, or success when the mux could replay it on the fresh
+ * instance), and the next one works.
+ */
+static void fault_case(struct vd *d, int sig, const uint8_t *cmd, size_t len, uint32_t want_rc,
+		       long long max_ms)
+{
+	char before[128];
+	char after[128];
+	uint8_t rsp[64];
+	long long t0;
+	ssize_t n;
+	pid_t pid;
+	int fd;
+
+	start(d, "command_timeout = 1s\n", NULL);
+	ASSERT_EQ(vd_getrandom_rc(d), 0u);
+	vd_status_active(d, before, sizeof(before));
+	pid = vd_active_pid(d);
+	ASSERT_GT(pid, 0);
+	ASSERT_EQ(kill(pid, sig), 0);
+
+	fd = open(d->tpm0, O_RDWR | O_NONBLOCK);
+	ASSERT_GE(fd, 0);
+	t0 = now_ms();
+	n = vd_xfer(fd, cmd, len, rsp, sizeof(rsp), 20000);
+	TEST_LOG("answer after %lld ms, len %zd", now_ms() - t0, n);
+	EXPECT_EQ(vd_rc(rsp, n), want_rc);
+	EXPECT_LT(now_ms() - t0, max_ms);
+	/* the same open file goes on, on the fresh instance */
+	n = vd_xfer(fd, vd_getrandom8, sizeof(vd_getrandom8), rsp, sizeof(rsp), 20000);
+	EXPECT_EQ(vd_rc(rsp, n), 0u);
+	close(fd);
+
+	vd_status_active(d, after, sizeof(after));
+	EXPECT_NE(strcmp(before, after), 0);
+	EXPECT_GE(vd_status_num(d, "rotations"), 1);
+	EXPECT_EQ(waitpid(d->pid, NULL, WNOHANG), 0);	/* the daemon lives */
+	EXPECT_EQ(vd_sh("grep -q 'mux: instance failed inst=%s' %s", before, d->log), 0);
+	EXPECT_EQ(vd_sh("grep -q 'reason=instance_failure' %s", d->log), 0);
+	if (sig == SIGSTOP)
+		(void)kill(pid, SIGCONT);
+}
+
+TEST_F_TIMEOUT(crash, hung_instance_fails_one_command_and_rotates, 120)
+{
+	/* command_timeout is 1 s: the answer comes after it, well before 20 s */
+	fault_case(&self->d, SIGSTOP, readpublic_transient, sizeof(readpublic_transient),
+		   RC_FAILURE, 5000);
+	EXPECT_EQ(vd_status_num(&self->d, "replays"), 0);
+	EXPECT_EQ(vd_sh("grep -q 'err=\"Connection timed out\"' %s", self->d.log), 0);
+}
+
+TEST_F_TIMEOUT(crash, killed_instance_fails_one_command_and_rotates, 120)
+{
+	fault_case(&self->d, SIGKILL, readpublic_transient, sizeof(readpublic_transient),
+		   RC_FAILURE, 1000);
+}
+
+TEST_F_TIMEOUT(crash, killed_instance_replays_a_safe_command, 120)
+{
+	fault_case(&self->d, SIGKILL, vd_getrandom8, sizeof(vd_getrandom8), 0, 1000);
+	EXPECT_EQ(vd_status_num(&self->d, "replays"), 1);
+}
+
+/* Record what must survive: AK and EK public areas, an NV index, a persistent key. */
+static void identity_save(struct vd *d, const char *tag)
+{
+	ASSERT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s; cd %s; "
+			"tpm2_readpublic -c " AK " -o ak-%s.pub >/dev/null && "
+			"tpm2_readpublic -c 0x81010001 -o ek-%s.pub >/dev/null",
+			d->tpm0, d->dir, tag, tag), 0);
+}
+
+static void identity_same(struct vd *d)
+{
+	identity_save(d, "after");
+	EXPECT_EQ(vd_sh("cd %s && cmp ak-before.pub ak-after.pub && cmp ek-before.pub ek-after.pub",
+			d->dir), 0);
+}
+
+TEST_F_TIMEOUT(crash, sigkill_keeps_identity_nv_and_persistent_handles, 240)
+{
+	char before[128];
+	char after[128];
+
+	start(&self->d, "", NULL);
+	vd_status_active(&self->d, before, sizeof(before));
+	identity_save(&self->d, "before");
+	ASSERT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s; cd %s; set -e; "
+			"tpm2_nvdefine -Q 0x1500016 -C o -s 8 -a 'ownerread|ownerwrite|authread|authwrite'; "
+			"echo -n crashsaf > nv.in; tpm2_nvwrite -Q 0x1500016 -C o -i nv.in; "
+			"tpm2_createprimary -Q -C o -c prim.ctx; "
+			"tpm2_evictcontrol -Q -C o -c prim.ctx 0x81000010; "
+			"tpm2_readpublic -c 0x81000010 -o prim-before.pub >/dev/null",
+			self->d.tpm0, self->d.dir), 0);
+
+	(void)vd_stop(&self->d, SIGKILL);
+	start(&self->d, NULL, NULL);
+	vd_status_active(&self->d, after, sizeof(after));
+	EXPECT_STREQ(before, after);
+	identity_same(&self->d);
+	/* TPM2_Startup was done for us: plain commands work at once */
+	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
+	EXPECT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s; cd %s; set -e; "
+			"tpm2_nvread -Q 0x1500016 -C o -s 8 -o nv.out; cmp nv.in nv.out; "
+			"tpm2_readpublic -c 0x81000010 -o prim-after.pub >/dev/null; "
+			"cmp prim-before.pub prim-after.pub",
+			self->d.tpm0, self->d.dir), 0);
+	EXPECT_EQ(vd_status_num(&self->d, "rotations"), 0);
+}
+
+TEST_F_TIMEOUT(crash, sigterm_keeps_a_loaded_session_sigkill_does_not, 240)
+{
+	start(&self->d, "", NULL);
+	ASSERT_EQ(vd_sh("TPM2TOOLS_TCTI=device:%s tpm2_startauthsession -S %s/s.ctx",
+			self->d.tpm0, self->d.dir), 0);
+	EXPECT_EQ(vd_stop(&self->d, SIGTERM), 0);
+	start(&self->d, NULL, NULL);
+	EXPECT_EQ(vd_sh("TPM2TOOLS_TCTI=device:%s tpm2_sessionconfig %s/s.ctx",
+			self->d.tpm0, self->d.dir), 0);
+
+	/* a crash loses volatile state, as a TPM reset does */
+	ASSERT_EQ(vd_sh("TPM2TOOLS_TCTI=device:%s tpm2_startauthsession -S %s/s2.ctx",
+			self->d.tpm0, self->d.dir), 0);
+	(void)vd_stop(&self->d, SIGKILL);
+	start(&self->d, NULL, NULL);
+	EXPECT_NE(vd_sh("TPM2TOOLS_TCTI=device:%s tpm2_sessionconfig %s/s2.ctx 2>/dev/null",
+			self->d.tpm0, self->d.dir), 0);
+	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
+}
+
+/* Instance directories that are complete (not .tmp) into a sorted list file. */
+static int list_ready(struct vd *d, const char *out)
+{
+	return vd_sh("cd %s/instances && for i in *; do case $i in *.tmp) ;; "
+		     "*) [ -e $i/activated ] || echo $i;; esac; done | sort > %s/%s",
+		     d->state, d->dir, out);
+}
+
+TEST_F_TIMEOUT(crash, sigkill_during_manufacture_keeps_finished_drops_half_made, 300)
+{
+	int i;
+
+	start_sized(&self->d, 8, "workers = 2\n", NULL);
+	/* wait for a manufacture in progress, then kill the daemon mid-way */
+	for (i = 0; i < 400; i++) {
+		if (vd_sh("ls -d %s/instances/*.tmp >/dev/null 2>&1", self->d.state) == 0)
+			break;
+		vd_sleep_ms(10);
+	}
+	ASSERT_LT(i, 400);
+	(void)vd_stop(&self->d, SIGKILL);
+	ASSERT_EQ(list_ready(&self->d, "ready-before"), 0);
+	vd_sh("echo ready before: $(wc -l < %s/ready-before); ls %s/instances",
+	      self->d.dir, self->d.state);
+
+	ASSERT_EQ(vd_sh("cd %s/instances && ls -d *.tmp > %s/half-made", self->d.state,
+			self->d.dir), 0);
+
+	start(&self->d, NULL, NULL);
+	/* the half-made ones are gone (refill may be making new ones) */
+	EXPECT_EQ(vd_sh("cd %s/instances && for i in $(cat %s/half-made); do "
+			"[ -e $i ] && echo left: $i && exit 1; done; exit 0",
+			self->d.state, self->d.dir), 0);
+	/* every instance that was ready is still there (refill adds more) */
+	ASSERT_EQ(list_ready(&self->d, "ready-after"), 0);
+	EXPECT_EQ(vd_sh("cd %s && comm -23 ready-before ready-after | grep . && exit 1; exit 0",
+			self->d.dir), 0);
+	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
+	EXPECT_GE(vd_wait_num(&self->d, "ready", 8), 8);
+}
+
+/*
+ * SIGKILL at random moments under load and around rotations: after each
+ * restart the active identity is one that a commit event announced.
+ */
+TEST_F_TIMEOUT(crash, sigkill_under_load_and_rotation_keeps_an_announced_identity, 600)
+{
+	char active[128];
+	int round;
+
+	start_sized(&self->d, 3, "", NULL);
+	srand((unsigned)getpid());
+	for (round = 0; round < 4; round++) {
+		unsigned delay = (unsigned)(rand() % 400);
+
+		vd_sh("export TPM2TOOLS_TCTI=device:%s; (for i in $(seq 50); do "
+		      "tpm2_getrandom 8 >/dev/null 2>&1; tpm2_readpublic -c " AK " >/dev/null 2>&1; "
+		      "done) & echo $! > %s/load.pid", self->d.tpm0, self->d.dir);
+		vd_sleep_ms(200);
+		kill(self->d.pid, SIGUSR1);
+		vd_sleep_ms(delay);
+		TEST_LOG("round %d: SIGKILL %u ms after a rotation request", round, delay);
+		(void)vd_stop(&self->d, SIGKILL);
+		vd_sh("kill $(cat %s/load.pid) 2>/dev/null; wait; true", self->d.dir);
+		start(&self->d, NULL, NULL);
+		ASSERT_EQ(vd_getrandom_rc(&self->d), 0u);
+		vd_status_active(&self->d, active, sizeof(active));
+		ASSERT_NE(active[0], '\0');
+		EXPECT_EQ(vd_sh("for i in $(seq 100); do grep -lq '\"instance\":\"%s\"' "
+				"%s/*-commit.json 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+				active, self->d.events), 0);
+		EXPECT_NE(vd_sh("ls -d %s/instances/*.tmp 2>/dev/null | grep -q .",
+				self->d.state), 0);
+	}
+}
+
+TEST_HARNESS_MAIN
