@@ -159,21 +159,53 @@ static int state_dir_open(const char *dir)
 	return 0;
 }
 
+/*
+ * A private key must be a regular file that only its owner can read or
+ * write (0600 or tighter); anything looser refuses the start.
+ */
+static int key_file_check(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return log_err_errno(-errno, "vtpmd: cannot read the key file path=%s", path);
+	if (!S_ISREG(st.st_mode)) {
+		log_err("vtpmd: the key file is not a regular file path=%s", path);
+		return -EINVAL;
+	}
+	if (st.st_mode & 0177) {
+		log_err("vtpmd: the key file is open to others, refusing to start path=%s mode=%04o (want 0600)",
+			path, st.st_mode & 07777);
+		return -EPERM;
+	}
+
+	return 0;
+}
+
+/* The configured CA: both files must be there, the key private. */
+static int ca_configured_open(const struct conf *c)
+{
+	snprintf(d.ca_cert, sizeof(d.ca_cert), "%s", c->ca_cert);
+	snprintf(d.ca_key, sizeof(d.ca_key), "%s", c->ca_key);
+	if (access(d.ca_cert, R_OK) < 0)
+		return log_err_errno(-errno, "vtpmd: cannot read the configured CA certificate path=%s",
+				     d.ca_cert);
+
+	return key_file_check(d.ca_key);
+}
+
 static int ca_open(const struct conf *c)
 {
 	char dir[PATH_MAX];
 	int r;
 
-	if (c->ca_cert) {
-		snprintf(d.ca_cert, sizeof(d.ca_cert), "%s", c->ca_cert);
-		snprintf(d.ca_key, sizeof(d.ca_key), "%s", c->ca_key);
-		return 0;
-	}
+	if (c->ca_cert)
+		return ca_configured_open(c);
 	snprintf(dir, sizeof(dir), "%s/ca", c->state_dir);
 	snprintf(d.ca_cert, sizeof(d.ca_cert), "%s/ca.pem", dir);
 	snprintf(d.ca_key, sizeof(d.ca_key), "%s/ca.key", dir);
 	if (access(d.ca_cert, F_OK) == 0 && access(d.ca_key, F_OK) == 0)
-		return 0;
+		return key_file_check(d.ca_key);
 	r = fsutil_mkdir(dir, 0700);
 	if (r == 0)
 		r = localca_create(d.ca_cert, d.ca_key);
