@@ -6,6 +6,7 @@ VTPMD_PACKAGES=(
 	libtpms-dev libfuse3-dev fuse3 libcurl4-openssl-dev libjson-c-dev
 	libtss2-dev libssl-dev libinih-dev
 	tpm2-tools swtpm swtpm-tools openssl python3 procps psmisc
+	tpm2-abrmd libtss2-tcti-tabrmd0 dbus
 )
 
 vtpmd_deps() {

@@ -310,11 +310,14 @@ TEST_F_TIMEOUT(daemon, second_daemon_on_the_state_dir_refuses, 60)
 
 TEST_F_TIMEOUT(daemon, tpmrm0_flushes_what_a_client_leaves, 60)
 {
-	TEST_XFAIL("tpmrm0 is not resource-managed yet (issue 3)");
 	start(&self->d, NULL, NULL);
 	EXPECT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s/tpmrm0; "
 			"tpm2_createprimary -C o -c %s/p.ctx >/dev/null && "
 			"test \"$(tpm2_getcap handles-transient)\" = ''", self->d.mnt, self->d.dir), 0);
+	/* and the instance behind it holds nothing the tools left */
+	EXPECT_EQ(vd_sh("for i in $(seq 50); do test -z \"$(TPM2TOOLS_TCTI=device:%s "
+			"tpm2_getcap handles-transient)\" && exit 0; sleep 0.05; done; exit 1",
+			self->d.tpm0), 0);
 }
 
 TEST(check_mode_rejects_a_broken_config)

@@ -96,6 +96,7 @@ enum {
 	CONF_SEC_VTPMD,
 	CONF_SEC_POOL,
 	CONF_SEC_ROTATE,
+	CONF_SEC_RM,
 	CONF_SEC_GLOBAL,	/* sections that are not [hook.NAME] */
 };
 
@@ -846,6 +847,13 @@ static const struct conf_key rotate_keys[] = {
 	{ K_FIELD("grace", CONF_T_DURATION, grace_ms), .def = "60s", .max = UINT64_MAX },
 };
 
+static const struct conf_key rm_keys[] = {
+	{ K_FIELD("max_objects", CONF_T_UINT, rm_max_objects), .def = "16", .min = 1, .max = 256 },
+	{ K_FIELD("max_sessions", CONF_T_UINT, rm_max_sessions), .def = "16", .min = 1, .max = 64 },
+	{ K_FIELD("max_pending", CONF_T_SIZE, rm_max_pending), .def = "64k", .min = 4096,
+	  .max = 16 << 20 },
+};
+
 static const struct conf_key hook_keys[] = {
 	{ K_CUSTOM("exec", parse_exec, print_exec), .required = true },
 	{ K_HOOK("phase", CONF_T_ENUM, phases), .def = "both", .names = phase_names },
@@ -857,6 +865,7 @@ static const struct conf_section conf_sections[] = {
 	{ "vtpmd", vtpmd_keys, ARRAY_SIZE(vtpmd_keys) },
 	{ "pool", pool_keys, ARRAY_SIZE(pool_keys) },
 	{ "rotate", rotate_keys, ARRAY_SIZE(rotate_keys) },
+	{ "rm", rm_keys, ARRAY_SIZE(rm_keys) },
 	{ "hook", hook_keys, ARRAY_SIZE(hook_keys) },
 };
 
@@ -865,6 +874,7 @@ static const struct conf_section conf_sections[] = {
 _Static_assert(ARRAY_SIZE(vtpmd_keys) <= CONF_KEYS_MAX, "too many keys");
 _Static_assert(ARRAY_SIZE(pool_keys) <= CONF_KEYS_MAX, "too many keys");
 _Static_assert(ARRAY_SIZE(rotate_keys) <= CONF_KEYS_MAX, "too many keys");
+_Static_assert(ARRAY_SIZE(rm_keys) <= CONF_KEYS_MAX, "too many keys");
 _Static_assert(ARRAY_SIZE(hook_keys) <= CONF_KEYS_MAX, "too many keys");
 /* ENUM fields are written as int: phases is unsigned, of the same size. */
 _Static_assert(sizeof(((struct conf_hook *)0)->phases) == sizeof(int), "phases size");

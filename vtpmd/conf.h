@@ -60,6 +60,11 @@ struct conf {
 	bool on_exhaustion;
 	uint64_t grace_ms;
 
+	/* [rm]: limits of each tpmrm0 open */
+	unsigned rm_max_objects;
+	unsigned rm_max_sessions;
+	uint64_t rm_max_pending;	/* bytes: queued command and saved contexts */
+
 	/* [hook.NAME] */
 	struct conf_hook hooks[CONF_MAX_HOOKS];
 	size_t n_hooks;

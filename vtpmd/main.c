@@ -66,11 +66,8 @@ static int dev_open(void *userdata, struct fusedev_file *f)
 	log_debug("fuse: open kind=%s fd=%llu",
 		  fusedev_file_kind(f) == FUSEDEV_TPM0 ? "tpm0" : "tpmrm0",
 		  (unsigned long long)fusedev_file_id(f));
-	/* XXX: tpmrm0 refuses opens until the resource manager exists (issue 3). */
-	if (fusedev_file_kind(f) == FUSEDEV_TPMRM0)
-		return -ENXIO;
-
-	return 0;
+	/* a tpmrm0 open gets its own handle space from the multiplexer */
+	return mux_client_open(d.mux, f);
 }
 
 static int dev_submit(void *userdata, struct fusedev_file *f, const uint8_t *cmd, size_t len)
@@ -81,6 +78,8 @@ static int dev_submit(void *userdata, struct fusedev_file *f, const uint8_t *cmd
 static void dev_release(void *userdata, struct fusedev_file *f)
 {
 	log_debug("fuse: release fd=%llu", (unsigned long long)fusedev_file_id(f));
+	/* the mux thread flushes what the open left in the instance */
+	mux_client_close(d.mux, f);
 }
 
 static int dev_status(void *userdata, char **ret_buf, size_t *ret_len)

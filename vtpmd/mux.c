@@ -9,15 +9,24 @@
 #include <tss2/tss2_tpm2_types.h>
 
 #include "log.h"
+#include "space.h"
 #include "tpmcmd.h"
 #include "util.h"
 
 #define MUX_MAX_QUEUED 4096
 #define MUX_TAKE_TIMEOUT_MS 10000
 
+/* A tpmrm0 open: its resource-manager space. */
+struct mux_client {
+	struct mux_client *next;	/* in m->clients (mux thread) or m->clients_new (lock) */
+	struct space *space;
+};
+
 struct mux_req {
 	struct mux_req *next;
-	struct fusedev_file *file;	/* holds a reference */
+	struct fusedev_file *file;	/* holds a reference; NULL for a close */
+	struct mux_client *client;	/* tpmrm0, or NULL for tpm0 */
+	bool close;			/* flush and free client */
 	size_t len;
 	uint8_t cmd[];
 };
@@ -50,6 +59,8 @@ struct mux {
 	uint64_t swap_pause_ns;
 
 	struct mux_policy policy;	/* protected by lock */
+	struct space_limits limits;	/* for new tpmrm0 opens; protected by lock */
+	struct mux_client *clients_new;	/* opened, not yet seen by the mux thread; lock */
 	struct mux_stats stats;		/* protected by lock */
 	bool rotation_asked;		/* until the next swap; protected by lock */
 
@@ -57,6 +68,9 @@ struct mux {
 	struct inst *active;
 	struct meta meta;
 	struct tpmcmd_table *table;
+	struct mux_client *clients;
+	struct space_tpm tpm;		/* the active instance, for the spaces */
+	uint8_t cmd[INST_BUF_MAX];	/* a tpmrm0 command as the instance gets it */
 	uint8_t rsp[INST_BUF_MAX];
 	pthread_t thread;
 	bool started;
@@ -71,6 +85,21 @@ static void policy_from_conf(struct mux_policy *p, const struct conf *c)
 	p->max_commands = c->max_commands;
 	p->on_exhaustion = c->on_exhaustion;
 	p->command_timeout_ms = c->command_timeout_ms;
+}
+
+static void limits_from_conf(struct space_limits *l, const struct conf *c)
+{
+	l->max_objects = c->rm_max_objects;
+	l->max_sessions = c->rm_max_sessions;
+	l->max_pending = c->rm_max_pending;
+}
+
+static int tpm_transmit(void *userdata, const uint8_t *cmd, size_t len, uint8_t *rsp,
+			size_t size, size_t *ret_len)
+{
+	struct mux *m = userdata;
+
+	return inst_transmit(m->active, 0, cmd, len, rsp, size, ret_len);
 }
 
 /*
@@ -91,6 +120,9 @@ int mux_new(const struct conf *c, const struct mux_rotator *rot, struct mux **re
 	m->rot = *rot;
 	m->tail = &m->head;
 	policy_from_conf(&m->policy, c);
+	limits_from_conf(&m->limits, c);
+	m->tpm.userdata = m;
+	m->tpm.transmit = tpm_transmit;
 	m->stats.sessions_avail = -1;
 	m->stats.transient_avail = -1;
 	m->stats.lockout_counter = -1;
@@ -106,6 +138,7 @@ void mux_set_policy(struct mux *m, const struct conf *c)
 {
 	pthread_mutex_lock(&m->lock);
 	policy_from_conf(&m->policy, c);
+	limits_from_conf(&m->limits, c);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -137,8 +170,32 @@ static int table_load(struct mux *m)
 	return 0;
 }
 
+/* Called with m->lock held, on the mux thread: take the opens made meanwhile. */
+static void clients_adopt(struct mux *m)
+{
+	struct mux_client *c = m->clients_new;
+
+	if (!c)
+		return;
+	while (c->next)
+		c = c->next;
+	c->next = m->clients;
+	m->clients = m->clients_new;
+	m->clients_new = NULL;
+}
+
+/*
+ * Called with m->lock held.  Every space's contexts belong to the instance
+ * that is going: forget them, so their handles answer TPM_RC_HANDLE.
+ */
 static void set_active(struct mux *m, struct inst *in, struct meta *meta)
 {
+	struct mux_client *c;
+
+	clients_adopt(m);
+	for (c = m->clients; c; c = c->next)
+		space_reset(c->space);
+	m->tpm.next_seq = 0;
 	m->active = in;
 	inst_set_timeout(in, m->policy.command_timeout_ms);
 	m->meta = *meta;
@@ -225,12 +282,10 @@ static void swap_pending(struct mux *m)
 }
 
 /*
- * The active instance answered with an exhaustion code: swap now, on this
- * thread, and replay the command on the fresh instance when that is safe.
- * Returns true when m->rsp now holds the replayed answer.
+ * The active instance answered with an exhaustion code (or failed): swap
+ * now, on this thread.  Returns true when a fresh instance is active.
  */
-static bool swap_urgent(struct mux *m, const char *reason, const uint8_t *cmd,
-			size_t len, size_t *rlen)
+static bool swap_urgent(struct mux *m, const char *reason)
 {
 	struct inst *old = m->active;
 	struct meta old_meta = m->meta;
@@ -253,9 +308,145 @@ static bool swap_urgent(struct mux *m, const char *reason, const uint8_t *cmd,
 	m->stats.last_pause_ns = pause;
 	pthread_mutex_unlock(&m->lock);
 	m->rot.swapped(m->rot.userdata, reason, old, &old_meta, pause);
-	if (!tpmcmd_is_replayable(m->table, cmd, len))
+
+	return true;
+}
+
+static const char *exhaustion_reason(uint32_t rc)
+{
+	return rc == TPM2_RC_LOCKOUT ? "lockout" : "exhaustion";
+}
+
+/* Save again, in every space, the sessions saved before sequence before. */
+static int refresh_all(struct mux *m, uint64_t before)
+{
+	struct mux_client *c;
+	int r;
+
+	for (c = m->clients; c; c = c->next) {
+		r = space_refresh(c->space, &m->tpm, before);
+		if (r < 0)
+			return r;
+	}
+
+	return 0;
+}
+
+/*
+ * A client's ContextSave of a session tells the instance's context counter
+ * (TPMS_CONTEXT.sequence, then savedHandle), which tpm0 clients move too.
+ */
+static void seq_learn(struct mux *m, uint32_t cc, size_t rlen)
+{
+	uint64_t seq;
+	uint8_t type;
+
+	if (cc != TPM2_CC_ContextSave || rlen < TPMCMD_HEADER + 12 ||
+	    tpmcmd_rc(m->rsp, rlen) != TPM2_RC_SUCCESS)
+		return;
+	seq = (uint64_t)util_be32(m->rsp + TPMCMD_HEADER) << 32 |
+	      util_be32(m->rsp + TPMCMD_HEADER + 4);
+	type = m->rsp[TPMCMD_HEADER + 8];
+	if ((type == TPM2_HT_HMAC_SESSION || type == TPM2_HT_POLICY_SESSION) &&
+	    seq >= m->tpm.next_seq)
+		m->tpm.next_seq = seq + 1;
+}
+
+/*
+ * Keep the oldest saved session of any space within SPACE_GAP_RESAVE saves
+ * of the context counter, so TPM_RC_CONTEXT_GAP never comes.
+ */
+static int gap_check(struct mux *m)
+{
+	if (m->tpm.next_seq <= SPACE_GAP_RESAVE)
+		return 0;
+
+	return refresh_all(m, m->tpm.next_seq - SPACE_GAP_RESAVE);
+}
+
+/* Instance, space commit; a commit stopped by the context gap goes on after a refresh. */
+static int rm_exchange(struct mux *m, struct space *s, size_t len, size_t *rlen)
+{
+	int r;
+
+	r = exchange(m, m->cmd, len, rlen);
+	if (r < 0) {
+		space_reset(s);
+		return r;
+	}
+	r = space_commit(s, &m->tpm, m->rsp, rlen, sizeof(m->rsp));
+	if (r == -EAGAIN) {
+		r = refresh_all(m, m->tpm.next_seq);
+		if (r == 0)
+			r = space_commit(s, &m->tpm, m->rsp, rlen, sizeof(m->rsp));
+	}
+	if (r == -EAGAIN) {
+		/* the oldest session is not ours (a tpm0 client's) */
+		space_reset(s);
+		(void)tpmcmd_failure_response(TPM2_RC_CONTEXT_GAP, m->rsp, sizeof(m->rsp), rlen);
+		r = 0;
+	}
+
+	return r;
+}
+
+/*
+ * One tpmrm0 command through its space: prepare, instance, commit, on a
+ * copy (the original stays for a retry).  TPM_RC_CONTEXT_GAP is the
+ * resource manager's business: refresh the oldest sessions and retry once.
+ */
+static int rm_run(struct mux *m, struct mux_req *req, size_t *rlen)
+{
+	struct space *s = req->client->space;
+	int attempt;
+	int r = 0;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		memcpy(m->cmd, req->cmd, req->len);
+		r = space_prepare(s, m->table, &m->tpm, m->cmd, req->len, m->rsp,
+				  sizeof(m->rsp), rlen);
+		if (r < 0)
+			space_reset(s);
+		if (r != 0)
+			return r < 0 ? r : 0;
+		r = rm_exchange(m, s, req->len, rlen);
+		if (r < 0 || tpmcmd_rc(m->rsp, *rlen) != TPM2_RC_CONTEXT_GAP)
+			return r;
+		r = refresh_all(m, m->tpm.next_seq);
+		if (r < 0)
+			return r;
+	}
+
+	return r;
+}
+
+/* One client command on the active instance: 0 with the answer in m->rsp, or -errno. */
+static int run(struct mux *m, struct mux_req *req, size_t *rlen)
+{
+	int r;
+
+	if (req->client)
+		r = rm_run(m, req, rlen);
+	else
+		r = exchange(m, req->cmd, req->len, rlen);
+	if (r == 0) {
+		seq_learn(m, tpmcmd_code(req->cmd, req->len), *rlen);
+		r = gap_check(m);
+	}
+
+	return r;
+}
+
+/*
+ * After an exhaustion swap: run the command again on the fresh instance
+ * when that is safe.  Through a space it always is: handles from the old
+ * instance answer TPM_RC_HANDLE there.  True when m->rsp holds the answer.
+ */
+static bool replay(struct mux *m, struct mux_req *req, size_t *rlen)
+{
+	if (!req->client && !tpmcmd_is_replayable(m->table, req->cmd, req->len))
 		return false;
-	if (exchange(m, cmd, len, rlen) < 0)
+	if (run(m, req, rlen) < 0)
 		return false;
 	pthread_mutex_lock(&m->lock);
 	m->stats.replays++;
@@ -264,9 +455,20 @@ static bool swap_urgent(struct mux *m, const char *reason, const uint8_t *cmd,
 	return true;
 }
 
-static const char *exhaustion_reason(uint32_t rc)
+static void count(struct mux *m, uint32_t cc, uint32_t rc)
 {
-	return rc == TPM2_RC_LOCKOUT ? "lockout" : "exhaustion";
+	pthread_mutex_lock(&m->lock);
+	m->stats.commands++;
+	m->stats.inst_commands++;
+	if (cc == TPM2_CC_Quote && rc == TPM2_RC_SUCCESS) {
+		m->stats.quotes++;
+		m->stats.inst_quotes++;
+	}
+	if (m->policy.max_commands && m->stats.inst_commands >= m->policy.max_commands)
+		ask_rotation(m, "max_commands");
+	else if (m->policy.max_quotes && m->stats.inst_quotes >= m->policy.max_quotes)
+		ask_rotation(m, "max_quotes");
+	pthread_mutex_unlock(&m->lock);
 }
 
 /* Run one client command on the active instance and answer the client. */
@@ -280,7 +482,7 @@ static void serve(struct mux *m, struct mux_req *req)
 	bool replayed = false;
 	int r;
 
-	r = exchange(m, req->cmd, req->len, &rlen);
+	r = run(m, req, &rlen);
 	rc = r < 0 ? TPM2_RC_FAILURE : tpmcmd_rc(m->rsp, rlen);
 	if (r < 0) {
 		log_err_errno(r, "mux: instance failed inst=%s cc=0x%x", m->meta.id, cc);
@@ -289,31 +491,35 @@ static void serve(struct mux *m, struct mux_req *req)
 		log_notice("mux: instance exhausted inst=%s cc=0x%x rc=0x%x", m->meta.id, cc, rc);
 		reason = exhaustion_reason(rc);
 	}
-	if (reason)
-		replayed = swap_urgent(m, reason, req->cmd, req->len, &rlen);
+	if (reason && swap_urgent(m, reason))
+		replayed = replay(m, req, &rlen);
 	if (replayed)
 		rc = tpmcmd_rc(m->rsp, rlen);
 	else if (r < 0)
 		(void)tpmcmd_failure_response(rc, m->rsp, sizeof(m->rsp), &rlen);
-	log_debug("mux: command cc=0x%x len=%zu rc=0x%x elapsed_us=%llu%s", cc, req->len, rc,
+	log_debug("mux: command cc=0x%x len=%zu rc=0x%x elapsed_us=%llu%s%s", cc, req->len, rc,
 		  (unsigned long long)((util_now_ns(CLOCK_MONOTONIC) - t0) / 1000),
-		  replayed ? " replayed=1" : "");
+		  replayed ? " replayed=1" : "", req->client ? " rm=1" : "");
 	fusedev_file_complete(req->file, m->rsp, rlen);
 
-	pthread_mutex_lock(&m->lock);
-	m->stats.commands++;
-	m->stats.inst_commands++;
-	if (cc == TPM2_CC_Quote && rc == TPM2_RC_SUCCESS) {
-		m->stats.quotes++;
-		m->stats.inst_quotes++;
-	}
-	if (m->policy.max_commands && m->stats.inst_commands >= m->policy.max_commands)
-		ask_rotation(m, "max_commands");
-	else if (m->policy.max_quotes && m->stats.inst_quotes >= m->policy.max_quotes)
-		ask_rotation(m, "max_quotes");
-	pthread_mutex_unlock(&m->lock);
+	count(m, cc, rc);
 	if ((rc == TPM2_RC_SUCCESS && tpmcmd_may_allocate(cc)) || tpmcmd_rc_is_auth_failure(rc))
 		probe(m);
+}
+
+/* A tpmrm0 open is gone: flush what its space holds and free it.  Mux thread. */
+static void client_close(struct mux *m, struct mux_client *client)
+{
+	struct mux_client **p;
+
+	for (p = &m->clients; *p && *p != client; p = &(*p)->next)
+		;
+	if (*p)
+		*p = client->next;
+	if (m->active)
+		space_flush(client->space, &m->tpm);
+	space_free(client->space);
+	free(client);
 }
 
 static void *mux_main(void *arg)
@@ -336,8 +542,12 @@ static void *mux_main(void *arg)
 		if (!m->head)
 			m->tail = &m->head;
 		m->queued--;
+		clients_adopt(m);
 		pthread_mutex_unlock(&m->lock);
-		serve(m, req);
+		if (req->close)
+			client_close(m, req->client);
+		else
+			serve(m, req);
 		fusedev_file_put(req->file);
 		free(req);
 		pthread_mutex_lock(&m->lock);
@@ -384,11 +594,16 @@ void mux_free(struct mux *m, struct inst **ret_active, struct meta *ret_meta)
 	pthread_mutex_unlock(&m->lock);
 	if (m->started)
 		pthread_join(m->thread, NULL);
+	clients_adopt(m);
 	while ((req = m->head)) {
 		m->head = req->next;
+		if (req->close)
+			client_close(m, req->client);
 		fusedev_file_put(req->file);
 		free(req);
 	}
+	while (m->clients)
+		client_close(m, m->clients);
 	*ret_active = m->active;
 	*ret_meta = m->meta;
 	tpmcmd_table_free(m->table);
@@ -409,6 +624,8 @@ int mux_submit(struct mux *m, struct fusedev_file *f, const uint8_t *cmd, size_t
 		return -ENOMEM;
 	req->next = NULL;
 	req->file = f;
+	req->client = fusedev_file_get_data(f);
+	req->close = false;
 	req->len = len;
 	memcpy(req->cmd, cmd, len);
 	pthread_mutex_lock(&m->lock);
@@ -468,5 +685,64 @@ void mux_stats_get(struct mux *m, struct mux_stats *ret)
 {
 	pthread_mutex_lock(&m->lock);
 	*ret = m->stats;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/*
+ * A device file was opened: a tpmrm0 open gets its resource-manager space
+ * (with the [rm] limits of the moment), attached to f.  tpm0 needs
+ * nothing.  Returns 0 or -ENOMEM.  FUSE thread.
+ */
+int mux_client_open(struct mux *m, struct fusedev_file *f)
+{
+	struct mux_client *c;
+	struct space_limits l;
+
+	if (fusedev_file_kind(f) != FUSEDEV_TPMRM0)
+		return 0;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_lock(&m->lock);
+	l = m->limits;
+	pthread_mutex_unlock(&m->lock);
+	c->space = space_new(&l);
+	if (!c->space) {
+		free(c);
+		return -ENOMEM;
+	}
+	fusedev_file_set_data(f, c);
+	pthread_mutex_lock(&m->lock);
+	c->next = m->clients_new;
+	m->clients_new = c;
+	pthread_mutex_unlock(&m->lock);
+
+	return 0;
+}
+
+/*
+ * The last user-space reference to f is gone (close, exit, SIGKILL): queue
+ * the flush of everything its space holds, after any command of its still
+ * queued; the mux thread does it, never the caller.  With no memory for
+ * the request the space is leaked, not freed under the mux.  FUSE thread.
+ */
+void mux_client_close(struct mux *m, struct fusedev_file *f)
+{
+	struct mux_req *req;
+	struct mux_client *c = fusedev_file_get_data(f);
+
+	if (!c)
+		return;
+	req = calloc(1, sizeof(*req));
+	if (!req)
+		return;
+	req->client = c;
+	req->close = true;
+	fusedev_file_set_data(f, NULL);
+	pthread_mutex_lock(&m->lock);
+	*m->tail = req;
+	m->tail = &req->next;
+	m->queued++;
+	pthread_cond_signal(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 }

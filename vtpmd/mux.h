@@ -53,6 +53,8 @@ int mux_new(const struct conf *c, const struct mux_rotator *rot, struct mux **re
 int mux_start(struct mux *m, struct inst *active, struct meta *meta);
 void mux_free(struct mux *m, struct inst **ret_active, struct meta *ret_meta);
 int mux_submit(struct mux *m, struct fusedev_file *f, const uint8_t *cmd, size_t len);
+int mux_client_open(struct mux *m, struct fusedev_file *f);
+void mux_client_close(struct mux *m, struct fusedev_file *f);
 int mux_swap(struct mux *m, struct inst *next, struct meta *next_meta,
 	     struct inst **ret_old, struct meta *ret_old_meta, uint64_t *ret_pause_ns);
 void mux_set_policy(struct mux *m, const struct conf *c);

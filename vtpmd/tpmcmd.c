@@ -14,6 +14,7 @@
 struct tpmcmd_entry {
 	uint32_t cc;
 	uint8_t handles;
+	bool rhandle;		/* the response has a handle area */
 };
 
 struct tpmcmd_table {
@@ -261,6 +262,7 @@ int tpmcmd_table_add(struct tpmcmd_table *t, const uint8_t *rsp, size_t len,
 		if (a & TPMA_CC_V)
 			t->e[t->n].cc |= 0x20000000;
 		t->e[t->n].handles = (a & TPMA_CC_CHANDLES_MASK) >> TPMA_CC_CHANDLES_SHIFT;
+		t->e[t->n].rhandle = a & TPMA_CC_RHANDLE;
 		last = t->e[t->n].cc;
 		t->n++;
 	}
@@ -279,6 +281,20 @@ int tpmcmd_handle_count(const struct tpmcmd_table *t, uint32_t cc)
 	e = bsearch(&key, t->e, t->n, sizeof(t->e[0]), entry_cmp);
 
 	return e ? e->handles : -ENOENT;
+}
+
+/*
+ * Whether the response of command cc carries a handle (TPMA_CC rHandle):
+ * 1 or 0, or -ENOENT for an unknown command.
+ */
+int tpmcmd_response_handles(const struct tpmcmd_table *t, uint32_t cc)
+{
+	struct tpmcmd_entry key = { .cc = cc };
+	const struct tpmcmd_entry *e;
+
+	e = bsearch(&key, t->e, t->n, sizeof(t->e[0]), entry_cmp);
+
+	return e ? e->rhandle : -ENOENT;
 }
 
 static bool handle_is_volatile(uint32_t h)

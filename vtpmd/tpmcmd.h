@@ -39,4 +39,5 @@ int tpmcmd_table_add(struct tpmcmd_table *t, const uint8_t *rsp, size_t len,
 		     uint32_t *ret_next);
 void tpmcmd_table_free(struct tpmcmd_table *t);
 int tpmcmd_handle_count(const struct tpmcmd_table *t, uint32_t cc);
+int tpmcmd_response_handles(const struct tpmcmd_table *t, uint32_t cc);
 bool tpmcmd_is_replayable(const struct tpmcmd_table *t, const uint8_t *cmd, size_t len);

@@ -1,0 +1,644 @@
+/*
+ * The resource-managed endpoint <mount>/tpmrm0 against the real daemon:
+ * raw command bytes on several opens at once, tpm2-tools, tpm2-abrmd on
+ * tpm0, rotations with opens alive, and the context counter driven past
+ * its gap.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_tpm2_types.h>
+
+#include "daemon_util.h"
+
+#define AK "0x81008000"
+#define AK_HANDLE_VALUE 0x81008000u
+#define RC_RM 0x000b0000u		/* the kernel's resource-manager layer */
+#define RC_HANDLE_H1 (TPM2_RC_HANDLE | TPM2_RC_1)
+#define RC_HANDLE_P1 (TPM2_RC_HANDLE | TPM2_RC_P | TPM2_RC_1)
+
+FIXTURE(rm) {
+	struct vd d;
+	char rm[320];
+};
+
+FIXTURE_SETUP(rm)
+{
+	const char *why = vd_unsupported();
+
+	if (why)
+		TEST_SKIP("%s", why);
+	ASSERT_EQ(vd_init(&self->d), 0);
+	snprintf(self->rm, sizeof(self->rm), "%s/tpmrm0", self->d.mnt);
+}
+
+FIXTURE_TEARDOWN(rm)
+{
+	if (self->d.pid > 0 && getenv("VTPMD_TEST_VERBOSE"))
+		vd_sh("grep -v 'mux: command' '%s' | tail -n 40", self->d.log);
+	vd_cleanup(&self->d);
+}
+
+static void start(struct vd *d, const char *extra)
+{
+	ASSERT_EQ(vd_write_conf(d, NULL, extra), 0);
+	if (vd_start(d) != 0) {
+		vd_sh("cat '%s'", d->log);
+		ASSERT_TRUE(false);
+	}
+}
+
+/* ---- raw commands, marshalled with tss2-mu ---- */
+
+struct cmd {
+	uint8_t b[2048];
+	size_t off;
+};
+
+static void cmd_begin(struct cmd *c, bool pw, uint32_t cc, const uint32_t *h, size_t n)
+{
+	size_t i;
+
+	c->off = 0;
+	Tss2_MU_UINT16_Marshal(pw ? TPM2_ST_SESSIONS : TPM2_ST_NO_SESSIONS, c->b, sizeof(c->b),
+			       &c->off);
+	Tss2_MU_UINT32_Marshal(0, c->b, sizeof(c->b), &c->off);
+	Tss2_MU_UINT32_Marshal(cc, c->b, sizeof(c->b), &c->off);
+	for (i = 0; i < n; i++)
+		Tss2_MU_UINT32_Marshal(h[i], c->b, sizeof(c->b), &c->off);
+	if (pw) {
+		/* one password session, empty: handle, nonce, attributes, hmac */
+		Tss2_MU_UINT32_Marshal(9, c->b, sizeof(c->b), &c->off);
+		Tss2_MU_UINT32_Marshal(TPM2_RS_PW, c->b, sizeof(c->b), &c->off);
+		Tss2_MU_UINT16_Marshal(0, c->b, sizeof(c->b), &c->off);
+		Tss2_MU_UINT8_Marshal(0, c->b, sizeof(c->b), &c->off);
+		Tss2_MU_UINT16_Marshal(0, c->b, sizeof(c->b), &c->off);
+	}
+}
+
+static size_t cmd_end(struct cmd *c)
+{
+	size_t pos = 2;
+
+	Tss2_MU_UINT32_Marshal((uint32_t)c->off, c->b, sizeof(c->b), &pos);
+	return c->off;
+}
+
+/* Write cmd, wait for the answer, read it; returns the response length or -errno. */
+static ssize_t xfer(int fd, const uint8_t *cmd, size_t len, uint8_t *rsp, size_t size)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	if (write(fd, cmd, len) != (ssize_t)len)
+		return -errno;
+	if (poll(&p, 1, 20000) != 1)
+		return -ETIMEDOUT;
+	if (p.revents != POLLIN)
+		return -EPROTO;
+
+	return read(fd, rsp, size);
+}
+
+/* Send c; the response code, or 0xffffffff when the transport failed. */
+static uint32_t run(int fd, struct cmd *c, uint8_t *rsp, size_t size, size_t *ret_len)
+{
+	ssize_t n;
+
+	n = xfer(fd, c->b, cmd_end(c), rsp, size);
+	if (n < 10) {
+		TEST_LOG("transport failed: %zd", n);
+		return 0xffffffffu;
+	}
+	if (ret_len)
+		*ret_len = (size_t)n;
+
+	return (uint32_t)rsp[6] << 24 | rsp[7] << 16 | rsp[8] << 8 | rsp[9];
+}
+
+static uint32_t rsp_handle(const uint8_t *rsp)
+{
+	return (uint32_t)rsp[10] << 24 | rsp[11] << 16 | rsp[12] << 8 | rsp[13];
+}
+
+/* CreatePrimary of an ECC P-256 signing key under the owner hierarchy. */
+static uint32_t create_primary(int fd, uint32_t *ret_handle)
+{
+	TPM2B_PUBLIC pub = { .publicArea = {
+		.type = TPM2_ALG_ECC,
+		.nameAlg = TPM2_ALG_SHA256,
+		.objectAttributes = TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_USERWITHAUTH |
+				    TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+				    TPMA_OBJECT_SENSITIVEDATAORIGIN,
+		.parameters.eccDetail = {
+			.symmetric.algorithm = TPM2_ALG_NULL,
+			.scheme = { .scheme = TPM2_ALG_ECDSA,
+				    .details.ecdsa.hashAlg = TPM2_ALG_SHA256 },
+			.curveID = TPM2_ECC_NIST_P256,
+			.kdf.scheme = TPM2_ALG_NULL,
+		},
+	} };
+	TPM2B_SENSITIVE_CREATE sens = {0};
+	TPM2B_DATA outside = {0};
+	TPML_PCR_SELECTION pcrs = {0};
+	uint32_t h = TPM2_RH_OWNER;
+	uint8_t rsp[4096];
+	struct cmd c;
+	uint32_t rc;
+
+	cmd_begin(&c, true, TPM2_CC_CreatePrimary, &h, 1);
+	Tss2_MU_TPM2B_SENSITIVE_CREATE_Marshal(&sens, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_TPM2B_PUBLIC_Marshal(&pub, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_TPM2B_DATA_Marshal(&outside, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_TPML_PCR_SELECTION_Marshal(&pcrs, c.b, sizeof(c.b), &c.off);
+	rc = run(fd, &c, rsp, sizeof(rsp), NULL);
+	if (rc == TPM2_RC_SUCCESS && ret_handle)
+		*ret_handle = rsp_handle(rsp);
+
+	return rc;
+}
+
+/* An unbound, unsalted HMAC session with SHA-256. */
+static uint32_t start_session(int fd, uint32_t *ret_handle)
+{
+	uint32_t h[2] = { TPM2_RH_NULL, TPM2_RH_NULL };
+	TPM2B_NONCE nonce = { .size = 16 };
+	TPM2B_ENCRYPTED_SECRET salt = {0};
+	TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_NULL };
+	uint8_t rsp[256];
+	struct cmd c;
+	uint32_t rc;
+
+	cmd_begin(&c, false, TPM2_CC_StartAuthSession, h, 2);
+	Tss2_MU_TPM2B_NONCE_Marshal(&nonce, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_TPM2B_ENCRYPTED_SECRET_Marshal(&salt, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT8_Marshal(TPM2_SE_HMAC, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_TPMT_SYM_DEF_Marshal(&sym, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT16_Marshal(TPM2_ALG_SHA256, c.b, sizeof(c.b), &c.off);
+	rc = run(fd, &c, rsp, sizeof(rsp), NULL);
+	if (rc == TPM2_RC_SUCCESS && ret_handle)
+		*ret_handle = rsp_handle(rsp);
+
+	return rc;
+}
+
+static uint32_t read_public(int fd, uint32_t handle)
+{
+	uint8_t rsp[1024];
+	struct cmd c;
+
+	cmd_begin(&c, false, TPM2_CC_ReadPublic, &handle, 1);
+	return run(fd, &c, rsp, sizeof(rsp), NULL);
+}
+
+static uint32_t flush(int fd, uint32_t handle)
+{
+	uint8_t rsp[64];
+	struct cmd c;
+
+	cmd_begin(&c, false, TPM2_CC_FlushContext, NULL, 0);
+	Tss2_MU_UINT32_Marshal(handle, c.b, sizeof(c.b), &c.off);
+	return run(fd, &c, rsp, sizeof(rsp), NULL);
+}
+
+static uint32_t get_random(int fd)
+{
+	uint8_t rsp[64];
+	struct cmd c;
+
+	cmd_begin(&c, false, TPM2_CC_GetRandom, NULL, 0);
+	Tss2_MU_UINT16_Marshal(8, c.b, sizeof(c.b), &c.off);
+	return run(fd, &c, rsp, sizeof(rsp), NULL);
+}
+
+/* ContextSave into blob (the marshalled TPMS_CONTEXT); *ret_seq its sequence. */
+static uint32_t context_save(int fd, uint32_t handle, uint8_t *blob, size_t *ret_len,
+			     uint64_t *ret_seq)
+{
+	uint8_t rsp[4096];
+	struct cmd c;
+	size_t len = 0;
+	uint32_t rc;
+
+	cmd_begin(&c, false, TPM2_CC_ContextSave, &handle, 1);
+	rc = run(fd, &c, rsp, sizeof(rsp), &len);
+	if (rc != TPM2_RC_SUCCESS)
+		return rc;
+	memcpy(blob, rsp + 10, len - 10);
+	*ret_len = len - 10;
+	if (ret_seq)
+		*ret_seq = (uint64_t)rsp_handle(rsp) << 32 | rsp_handle(rsp + 4);
+
+	return rc;
+}
+
+static uint32_t context_load(int fd, const uint8_t *blob, size_t len, uint32_t *ret_handle)
+{
+	uint8_t rsp[64];
+	struct cmd c;
+	uint32_t rc;
+
+	cmd_begin(&c, false, TPM2_CC_ContextLoad, NULL, 0);
+	memcpy(c.b + c.off, blob, len);
+	c.off += len;
+	rc = run(fd, &c, rsp, sizeof(rsp), NULL);
+	if (rc == TPM2_RC_SUCCESS)
+		*ret_handle = rsp_handle(rsp);
+
+	return rc;
+}
+
+/* GetCapability(TPM_CAP_HANDLES) from first: the count, or -1. */
+static int handles(int fd, uint32_t first, uint32_t *list, size_t max)
+{
+	TPMS_CAPABILITY_DATA cap;
+	uint8_t rsp[4096];
+	struct cmd c;
+	size_t len = 0;
+	size_t off = 11;
+	uint32_t i;
+
+	cmd_begin(&c, false, TPM2_CC_GetCapability, NULL, 0);
+	Tss2_MU_UINT32_Marshal(TPM2_CAP_HANDLES, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT32_Marshal(first, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT32_Marshal(64, c.b, sizeof(c.b), &c.off);
+	if (run(fd, &c, rsp, sizeof(rsp), &len) != TPM2_RC_SUCCESS)
+		return -1;
+	if (Tss2_MU_TPMS_CAPABILITY_DATA_Unmarshal(rsp, len, &off, &cap) != TSS2_RC_SUCCESS)
+		return -1;
+	for (i = 0; i < cap.data.handles.count && i < max; i++)
+		list[i] = cap.data.handles.handle[i];
+
+	return (int)cap.data.handles.count;
+}
+
+static int open_rm(struct harness_fx_rm *self)
+{
+	return open(self->rm, O_RDWR | O_NONBLOCK);
+}
+
+/* ---- tests ---- */
+
+TEST_F_TIMEOUT(rm, opens_have_their_own_handles, 60)
+{
+	uint32_t list[8];
+	uint32_t va;
+	uint32_t vb;
+	uint32_t sa;
+	int a;
+	int b;
+	int t;
+
+	start(&self->d, NULL);
+	a = open_rm(self);
+	b = open_rm(self);
+	ASSERT_GE(a, 0);
+	ASSERT_GE(b, 0);
+	ASSERT_EQ(create_primary(a, &va), TPM2_RC_SUCCESS);
+	ASSERT_EQ(create_primary(b, &vb), TPM2_RC_SUCCESS);
+	EXPECT_EQ(va >> 24, TPM2_HT_TRANSIENT);
+	TEST_LOG("virtual handles: a=0x%x b=0x%x", va, vb);
+	EXPECT_EQ(read_public(a, va), TPM2_RC_SUCCESS);
+	EXPECT_EQ(read_public(b, vb), TPM2_RC_SUCCESS);
+	/* b cannot reach a's object, even by guessing its number */
+	EXPECT_EQ(read_public(b, va + 1), RC_HANDLE_H1);
+	EXPECT_EQ(read_public(a, 0x80000000), RC_HANDLE_H1);
+	EXPECT_EQ(handles(a, TPM2_TRANSIENT_FIRST, list, 8), 1);
+	EXPECT_EQ(list[0], va);
+	ASSERT_EQ(start_session(a, &sa), TPM2_RC_SUCCESS);
+	EXPECT_EQ(handles(a, TPM2_LOADED_SESSION_FIRST, list, 8), 1);
+	EXPECT_EQ(handles(b, TPM2_LOADED_SESSION_FIRST, list, 8), 0);
+	EXPECT_EQ(flush(b, sa), RC_HANDLE_P1);
+	EXPECT_EQ(read_public(b, sa), RC_HANDLE_H1);
+	/* between commands the instance holds nothing loaded of either */
+	t = open(self->d.tpm0, O_RDWR | O_NONBLOCK);
+	ASSERT_GE(t, 0);
+	EXPECT_EQ(handles(t, TPM2_TRANSIENT_FIRST, list, 8), 0);
+	EXPECT_EQ(handles(t, TPM2_ACTIVE_SESSION_FIRST, list, 8), 1);
+	/* tpm0 and tpmrm0 together: interleaved commands all answer */
+	EXPECT_EQ(get_random(t), TPM2_RC_SUCCESS);
+	EXPECT_EQ(read_public(a, va), TPM2_RC_SUCCESS);
+	EXPECT_EQ(get_random(t), TPM2_RC_SUCCESS);
+	EXPECT_EQ(flush(a, sa), TPM2_RC_SUCCESS);
+	EXPECT_EQ(flush(a, sa), RC_HANDLE_P1);
+	EXPECT_EQ(handles(t, TPM2_ACTIVE_SESSION_FIRST, list, 8), 0);
+	close(t);
+	close(a);
+	close(b);
+}
+
+TEST_F_TIMEOUT(rm, context_save_load_flush_on_virtual_handles, 60)
+{
+	uint8_t blob[4096];
+	uint8_t sblob[4096];
+	uint32_t list[8];
+	size_t len;
+	size_t slen;
+	uint32_t v;
+	uint32_t v2;
+	uint32_t s;
+	uint32_t s2;
+	int a;
+
+	start(&self->d, NULL);
+	a = open_rm(self);
+	ASSERT_GE(a, 0);
+	ASSERT_EQ(create_primary(a, &v), TPM2_RC_SUCCESS);
+	ASSERT_EQ(context_save(a, v, blob, &len, NULL), TPM2_RC_SUCCESS);
+	EXPECT_EQ(flush(a, v), TPM2_RC_SUCCESS);
+	EXPECT_EQ(read_public(a, v), RC_HANDLE_H1);
+	ASSERT_EQ(context_load(a, blob, len, &v2), TPM2_RC_SUCCESS);
+	EXPECT_EQ(read_public(a, v2), TPM2_RC_SUCCESS);
+	/* an object context loads again and again, each time a new handle */
+	ASSERT_EQ(context_load(a, blob, len, &v), TPM2_RC_SUCCESS);
+	EXPECT_NE(v, v2);
+	EXPECT_EQ(handles(a, TPM2_TRANSIENT_FIRST, list, 8), 2);
+
+	/* a session saved by the client is the client's until it loads it back */
+	ASSERT_EQ(start_session(a, &s), TPM2_RC_SUCCESS);
+	ASSERT_EQ(context_save(a, s, sblob, &slen, NULL), TPM2_RC_SUCCESS);
+	EXPECT_EQ(handles(a, TPM2_ACTIVE_SESSION_FIRST, list, 8), 1);
+	EXPECT_EQ(handles(a, TPM2_LOADED_SESSION_FIRST, list, 8), 0);
+	ASSERT_EQ(context_load(a, sblob, slen, &s2), TPM2_RC_SUCCESS);
+	EXPECT_EQ(s2, s);
+	EXPECT_EQ(handles(a, TPM2_LOADED_SESSION_FIRST, list, 8), 1);
+	EXPECT_EQ(flush(a, s), TPM2_RC_SUCCESS);
+	EXPECT_EQ(handles(a, TPM2_LOADED_SESSION_FIRST, list, 8), 0);
+	close(a);
+}
+
+TEST_F_TIMEOUT(rm, limits_and_malformed_commands_answer_in_tpm_format, 60)
+{
+	static const uint8_t unknown_cc[] = { 0x80, 0x01, 0, 0, 0, 10, 0x20, 0, 0xff, 0xff };
+	static const uint8_t short_handles[] = { 0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x73 };
+	uint8_t rsp[256];
+	struct cmd c;
+	uint32_t h[3];
+	uint32_t s[3];
+	uint32_t owner = TPM2_RH_OWNER;
+	int a;
+
+	start(&self->d, "[rm]\nmax_objects = 2\nmax_sessions = 2\n");
+	a = open_rm(self);
+	ASSERT_GE(a, 0);
+	ASSERT_EQ(create_primary(a, &h[0]), TPM2_RC_SUCCESS);
+	ASSERT_EQ(create_primary(a, &h[1]), TPM2_RC_SUCCESS);
+	EXPECT_EQ(create_primary(a, &h[2]), RC_RM | TPM2_RC_OBJECT_MEMORY);
+	ASSERT_EQ(start_session(a, &s[0]), TPM2_RC_SUCCESS);
+	ASSERT_EQ(start_session(a, &s[1]), TPM2_RC_SUCCESS);
+	EXPECT_EQ(start_session(a, &s[2]), RC_RM | TPM2_RC_SESSION_MEMORY);
+
+	EXPECT_EQ(xfer(a, unknown_cc, sizeof(unknown_cc), rsp, sizeof(rsp)), 10);
+	EXPECT_EQ((uint32_t)rsp[6] << 24 | rsp[7] << 16 | rsp[8] << 8 | rsp[9],
+		  RC_RM | TPM2_RC_COMMAND_CODE);
+	EXPECT_EQ(xfer(a, short_handles, sizeof(short_handles), rsp, sizeof(rsp)), 10);
+	EXPECT_EQ((uint32_t)rsp[6] << 24 | rsp[7] << 16 | rsp[8] << 8 | rsp[9],
+		  RC_RM | TPM2_RC_COMMAND_SIZE);
+	/* an authorization area whose size runs past the command */
+	cmd_begin(&c, true, TPM2_CC_HierarchyChangeAuth, &owner, 1);
+	c.b[17] = 0x7f;
+	EXPECT_EQ(run(a, &c, rsp, sizeof(rsp), NULL), RC_RM | TPM2_RC_AUTHSIZE);
+	/* a session entry that claims more nonce than the area holds */
+	cmd_begin(&c, true, TPM2_CC_HierarchyChangeAuth, &owner, 1);
+	c.b[22] = 0x40;
+	EXPECT_EQ(run(a, &c, rsp, sizeof(rsp), NULL), RC_RM | TPM2_RC_AUTHSIZE);
+	/* a session handle in the authorization area that is not ours */
+	cmd_begin(&c, true, TPM2_CC_HierarchyChangeAuth, &owner, 1);
+	c.b[18] = 0x02;
+	c.b[21] = 0x3f;
+	EXPECT_EQ(run(a, &c, rsp, sizeof(rsp), NULL), TPM2_RC_HANDLE | TPM2_RC_S | TPM2_RC_1);
+
+	/* nothing was lost: the open goes on, with what it holds */
+	EXPECT_EQ(get_random(a), TPM2_RC_SUCCESS);
+	EXPECT_EQ(read_public(a, h[0]), TPM2_RC_SUCCESS);
+	EXPECT_EQ(read_public(a, h[1]), TPM2_RC_SUCCESS);
+	EXPECT_EQ(flush(a, h[1]), TPM2_RC_SUCCESS);
+	EXPECT_EQ(create_primary(a, &h[2]), TPM2_RC_SUCCESS);
+	EXPECT_EQ(flush(a, s[1]), TPM2_RC_SUCCESS);
+	EXPECT_EQ(start_session(a, &s[2]), TPM2_RC_SUCCESS);
+	close(a);
+}
+
+/* A client that is killed holding an object and a session leaves nothing. */
+TEST_F_TIMEOUT(rm, close_and_sigkill_flush_what_the_open_held, 60)
+{
+	uint32_t list[8];
+	int ready[2];
+	pid_t pid;
+	char c;
+	int t;
+	int a;
+
+	start(&self->d, NULL);
+	a = open_rm(self);
+	ASSERT_GE(a, 0);
+	ASSERT_EQ(create_primary(a, NULL), TPM2_RC_SUCCESS);
+	ASSERT_EQ(start_session(a, NULL), TPM2_RC_SUCCESS);
+	close(a);
+
+	ASSERT_EQ(pipe(ready), 0);
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		int fd = open_rm(self);
+
+		if (fd < 0 || create_primary(fd, NULL) || start_session(fd, NULL) ||
+		    start_session(fd, NULL))
+			_exit(1);
+		(void)write(ready[1], "r", 1);
+		pause();
+		_exit(0);
+	}
+	close(ready[1]);
+	ASSERT_EQ(read(ready[0], &c, 1), 1);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+
+	t = -1;
+	for (int i = 0; i < 100 && t < 0; i++) {
+		t = open(self->d.tpm0, O_RDWR | O_NONBLOCK);
+		if (t < 0)
+			vd_sleep_ms(20);
+	}
+	ASSERT_GE(t, 0);
+	/* the flush runs on the mux thread after the release: poll for it */
+	for (int i = 0; i < 100 && handles(t, TPM2_ACTIVE_SESSION_FIRST, list, 8) != 0; i++)
+		vd_sleep_ms(20);
+	EXPECT_EQ(handles(t, TPM2_ACTIVE_SESSION_FIRST, list, 8), 0);
+	EXPECT_EQ(handles(t, TPM2_TRANSIENT_FIRST, list, 8), 0);
+	close(t);
+}
+
+TEST_F_TIMEOUT(rm, rotation_gives_handle_errors_to_opens_that_held_handles, 120)
+{
+	uint32_t v;
+	uint32_t s;
+	uint32_t v2;
+	int a;
+	int b;
+
+	start(&self->d, NULL);
+	a = open_rm(self);
+	b = open_rm(self);
+	ASSERT_GE(a, 0);
+	ASSERT_GE(b, 0);
+	ASSERT_EQ(create_primary(a, &v), TPM2_RC_SUCCESS);
+	ASSERT_EQ(start_session(a, &s), TPM2_RC_SUCCESS);
+	EXPECT_EQ(get_random(b), TPM2_RC_SUCCESS);
+	kill(self->d.pid, SIGUSR1);
+	ASSERT_EQ(vd_wait_num(&self->d, "rotations", 1), 1);
+	EXPECT_EQ(read_public(a, v), RC_HANDLE_H1);
+	EXPECT_EQ(flush(a, s), RC_HANDLE_P1);
+	EXPECT_EQ(flush(a, v), RC_HANDLE_P1);
+	/* b held nothing and notices nothing; a goes on with new handles */
+	EXPECT_EQ(get_random(b), TPM2_RC_SUCCESS);
+	EXPECT_EQ(read_public(b, AK_HANDLE_VALUE), TPM2_RC_SUCCESS);
+	ASSERT_EQ(create_primary(a, &v2), TPM2_RC_SUCCESS);
+	EXPECT_NE(v2, v);
+	EXPECT_EQ(read_public(a, v2), TPM2_RC_SUCCESS);
+	EXPECT_EQ(read_public(a, v), RC_HANDLE_H1);
+	close(a);
+	close(b);
+}
+
+/*
+ * One session stays saved while more than 65,535 other context saves go
+ * by: libtpms would answer TPM_RC_CONTEXT_GAP (its counter gap is 16 bits)
+ * unless the resource manager saves the old one again in time.
+ */
+TEST_F_TIMEOUT(rm, context_gap_never_reaches_the_client, 240)
+{
+	uint8_t blob[4096];
+	uint64_t first_seq = 0;
+	uint64_t seq = 0;
+	uint32_t kept;
+	uint32_t s;
+	uint32_t rc = 0;
+	size_t len;
+	long failed = 0;
+	long i;
+	int a;
+	int b;
+
+	start(&self->d, NULL);
+	a = open_rm(self);
+	b = open_rm(self);
+	ASSERT_GE(a, 0);
+	ASSERT_GE(b, 0);
+	ASSERT_EQ(start_session(a, &kept), TPM2_RC_SUCCESS);
+	ASSERT_EQ(start_session(b, &s), TPM2_RC_SUCCESS);
+	for (i = 0; i < 36000 && failed < 5; i++) {
+		rc = context_save(b, s, blob, &len, &seq);
+		if (rc == TPM2_RC_SUCCESS)
+			rc = context_load(b, blob, len, &s);
+		if (i == 0)
+			first_seq = seq;
+		if (rc != TPM2_RC_SUCCESS) {
+			TEST_LOG("round %ld: rc=0x%x", i, rc);
+			failed++;
+		}
+	}
+	TEST_LOG("context saves: %llu", (unsigned long long)(seq - first_seq));
+	EXPECT_EQ(failed, 0);
+	EXPECT_GT(seq - first_seq, 70000);
+	/* the kept session is still there and still a's */
+	EXPECT_EQ(context_save(a, kept, blob, &len, NULL), TPM2_RC_SUCCESS);
+	EXPECT_EQ(context_load(a, blob, len, &s), TPM2_RC_SUCCESS);
+	EXPECT_EQ(flush(a, kept), TPM2_RC_SUCCESS);
+	close(a);
+	close(b);
+}
+
+/* Done-when: eight tpm2-tools agents at once, each with its own EK and AK. */
+TEST_F_TIMEOUT(rm, eight_tool_agents_verify_every_quote, 600)
+{
+	int r;
+
+	start(&self->d, NULL);
+	r = vd_sh("export TPM2TOOLS_TCTI=device:%s; dir=%s; "
+		  "agent() { local w=$dir/agent$1 ok=0 i n; mkdir -p $w; "
+		  "  tpm2_createek -Q -G ecc -c $w/ek.ctx -u $w/ek.pub || return 1; "
+		  "  tpm2_createak -Q -C $w/ek.ctx -c $w/ak.ctx -G ecc -g sha256 -s ecdsa "
+		  "    -u $w/ak.pub -f pem -n $w/ak.name || return 1; "
+		  "  for i in $(seq 100); do n=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \\n'); "
+		  "    tpm2_startauthsession --hmac-session -S $w/leak$i.ctx && "
+		  "    tpm2_quote -Q -c $w/ak.ctx -l sha256:0,1,2 -q $n -m $w/m -s $w/s -o $w/p -g sha256 && "
+		  "    tpm2_checkquote -Q -u $w/ak.pub -m $w/m -s $w/s -f $w/p -g sha256 -q $n && "
+		  "    ok=$((ok + 1)); done; echo \"agent $1: $ok of 100 verified\"; "
+		  "  [ $ok = 100 ]; }; "
+		  "pids=; for a in 1 2 3 4 5 6 7 8; do agent $a & pids=\"$pids $!\"; done; "
+		  "fail=0; for p in $pids; do wait $p || fail=1; done; exit $fail",
+		  self->rm, self->d.dir);
+	EXPECT_EQ(r, 0);
+	EXPECT_EQ(vd_status_num(&self->d, "rotations"), 0);
+}
+
+/* Done-when: transient objects left by 1,000 runs never fill the TPM. */
+TEST_F_TIMEOUT(rm, thousand_createprimary_without_flush, 600)
+{
+	start(&self->d, "[rotate]\non_exhaustion = no\n");
+	EXPECT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s; n=0; for i in $(seq 1000); do "
+			"tpm2_createprimary -Q -C o -G ecc && n=$((n + 1)); done; "
+			"echo \"createprimary: $n of 1000\"; [ $n = 1000 ]", self->rm), 0);
+	/* the last release's flush may still be on its way */
+	EXPECT_EQ(vd_sh("for i in $(seq 50); do test -z \"$(TPM2TOOLS_TCTI=device:%s "
+			"tpm2_getcap handles-transient)\" && exit 0; sleep 0.05; done; exit 1",
+			self->d.tpm0), 0);
+	EXPECT_EQ(vd_status_num(&self->d, "rotations"), 0);
+}
+
+/* Done-when: tpm2-abrmd on tpm0 is one client like any other. */
+TEST_F_TIMEOUT(rm, tpm2_abrmd_on_tpm0_serves_tpm2_tools, 120)
+{
+	if (system("command -v tpm2-abrmd >/dev/null && command -v dbus-daemon >/dev/null") != 0)
+		TEST_SKIP("tpm2-abrmd or dbus-daemon is not installed");
+	start(&self->d, NULL);
+	EXPECT_EQ(vd_sh("set -e; dir=%s; "
+			"dbus-daemon --session --fork --print-address=3 --print-pid=4 "
+			"  3>$dir/bus 4>$dir/bus.pid; "
+			"export DBUS_SESSION_BUS_ADDRESS=$(cat $dir/bus); "
+			"tpm2-abrmd --session --allow-root --tcti=device:%s & abrmd=$!; "
+			"trap 'kill $abrmd; kill $(cat $dir/bus.pid)' EXIT; "
+			"export TPM2TOOLS_TCTI=tabrmd:bus_type=session; "
+			"for i in $(seq 100); do tpm2_getrandom 4 >/dev/null 2>&1 && break; sleep 0.05; done; "
+			"tpm2_getrandom --hex 8; echo; "
+			"tpm2_createprimary -Q -C o -G ecc -c $dir/p.ctx; "
+			"tpm2_create -Q -C $dir/p.ctx -G ecc -u $dir/k.pub -r $dir/k.priv; "
+			"tpm2_readpublic -c " AK " >/dev/null; "
+			"tpm2_startauthsession -S $dir/s.ctx; "
+			"tpm2_quote -Q -c " AK " -l sha256:0 -q 00 -m $dir/m -s $dir/s -o $dir/p",
+			self->d.dir, self->d.tpm0), 0);
+}
+
+/*
+ * Health rotation still happens when a tpm0 agent leaks sessions while
+ * tpmrm0 clients work: they hold no handles across commands, so they
+ * notice nothing.
+ */
+TEST_F_TIMEOUT(rm, tpm0_leaks_rotate_while_tpmrm0_clients_run, 300)
+{
+	int r;
+
+	start(&self->d, "[rotate]\nsession_watermark = 8\n");
+	r = vd_sh("dir=%s; rm_client() { local n=0 i; for i in $(seq 150); do "
+		  "  TPM2TOOLS_TCTI=device:%s tpm2_getrandom 8 >/dev/null && "
+		  "  TPM2TOOLS_TCTI=device:%s tpm2_readpublic -c " AK " >/dev/null && n=$((n + 1)); "
+		  "  sleep 0.02; done; echo \"rm client $1: $n of 150\"; [ $n = 150 ]; }; "
+		  "rm_client 1 & p1=$!; rm_client 2 & p2=$!; "
+		  "%s/scripts/attest-loop -q -p 0 -T device:%s -r 70 -a " AK " -e %s; a=$?; "
+		  "wait $p1; b=$?; wait $p2; c=$?; exit $((a | b | c))",
+		  self->d.dir, self->rm, self->rm, getenv("VTPMD_SOURCE_ROOT"), self->d.tpm0,
+		  self->d.events);
+	EXPECT_EQ(r, 0);
+	EXPECT_GE(vd_status_num(&self->d, "rotations"), 1);
+}
+
+TEST_HARNESS_MAIN
