@@ -7,6 +7,7 @@ VTPMD_PACKAGES=(
 	libtss2-dev libssl-dev libinih-dev
 	tpm2-tools swtpm swtpm-tools openssl python3 procps psmisc
 	tpm2-abrmd libtss2-tcti-tabrmd0 dbus
+	clang libclang-rt-14-dev valgrind util-linux
 )
 
 vtpmd_deps() {

@@ -40,6 +40,10 @@ FIXTURE_TEARDOWN(crash)
 {
 	if (getenv("VTPMD_TEST_VERBOSE"))
 		vd_sh("tail -n 60 '%s'", self->d.log);
+	if (self->d.pid > 0)
+		(void)vd_stop(&self->d, SIGTERM);
+	if (self->d.dir[0])
+		EXPECT_TRUE(vd_sanitizer_clean(&self->d));
 	vd_cleanup(&self->d);
 }
 

@@ -359,3 +359,14 @@ static inline pid_t vd_active_pid(struct vd *d)
 
 	return pid;
 }
+
+/*
+ * True when the daemon's log (its stderr, and its instances') holds no
+ * AddressSanitizer, LeakSanitizer or UBSan report; prints any it finds.
+ * Call after vd_stop(), so that the exit-time leak check has run.
+ */
+static inline bool vd_sanitizer_clean(const struct vd *d)
+{
+	return vd_sh("grep -n -A12 -E '(ERROR: (Address|Leak)Sanitizer|runtime error:)' '%s' "
+		     "| head -n 60; exit $((PIPESTATUS[0] == 0))", d->log) == 0;
+}

@@ -90,6 +90,10 @@ FIXTURE_TEARDOWN(hostile)
 {
 	if (self->fd >= 0)
 		close(self->fd);
+	if (self->d.pid > 0)
+		(void)vd_stop(&self->d, SIGTERM);
+	if (self->d.dir[0])
+		EXPECT_TRUE(vd_sanitizer_clean(&self->d));
 	vd_cleanup(&self->d);
 }
 
