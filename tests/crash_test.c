@@ -282,4 +282,58 @@ TEST_F_TIMEOUT(crash, sigkill_under_load_and_rotation_keeps_an_announced_identit
 	}
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+/*
+ * The daemon under valgrind's memcheck for a short life: start, tpm2-tools
+ * commands, a rotation, SIGTERM.  Any memory error or definite leak makes
+ * valgrind exit 99.
+ */
+TEST_F_TIMEOUT(crash, daemon_under_valgrind_has_no_error_or_definite_leak, 600)
+{
+	char vlog[400];
+	char logopt[420];
+	const char *wrap[] = {
+		"valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
+		"--error-exitcode=99", "--track-fds=no", logopt, NULL,
+	};
+	int status = -1;
+	int i;
+
+#ifdef UNDER_ASAN
+	TEST_SKIP("built with AddressSanitizer, which valgrind cannot run");
+#endif
+	if (vd_sh("command -v valgrind >/dev/null") != 0)
+		TEST_SKIP("valgrind is not installed");
+	snprintf(vlog, sizeof(vlog), "%s/valgrind.log", self->d.dir);
+	snprintf(logopt, sizeof(logopt), "--log-file=%s", vlog);
+	ASSERT_EQ(vd_write_conf(&self->d, "", NULL), 0);
+	ASSERT_EQ(vd_start_wrapped(&self->d, wrap, 6), 0);
+	EXPECT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s; tpm2_getrandom 8 >/dev/null && "
+			"tpm2_readpublic -c " AK " >/dev/null && tpm2_startauthsession -S %s/s.ctx",
+			self->d.tpm0, self->d.dir), 0);
+	kill(self->d.pid, SIGUSR1);
+	EXPECT_GE(vd_wait_num(&self->d, "rotations", 1), 1);
+	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
+
+	kill(self->d.pid, SIGTERM);
+	for (i = 0; i < 1200; i++) {
+		if (waitpid(self->d.pid, &status, WNOHANG) == self->d.pid)
+			break;
+		vd_sleep_ms(50);
+	}
+	ASSERT_LT(i, 1200);
+	self->d.pid = -1;
+	vd_sh("grep -E 'ERROR SUMMARY|definitely lost|indirectly lost|All heap blocks' %s", vlog);
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(WEXITSTATUS(status), 0);
+	EXPECT_EQ(vd_sh("grep -q 'ERROR SUMMARY: 0 errors' %s", vlog), 0);
+}
+
 TEST_HARNESS_MAIN

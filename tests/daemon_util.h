@@ -98,24 +98,36 @@ static inline bool vd_mounted(const struct vd *d)
 	return access(status, R_OK) == 0;
 }
 
-/* Start vtpmd -f on the written config; wait up to 20 s for the mount. */
-static inline int vd_start(struct vd *d)
+/*
+ * Start vtpmd -f on the written config, run by the programs in wrap (a
+ * NULL-terminated argv prefix such as valgrind and its options, or NULL);
+ * wait up to 20 s (times slow) for the mount.
+ */
+static inline int vd_start_wrapped(struct vd *d, const char *const *wrap, int slow)
 {
 	posix_spawn_file_actions_t fa;
-	char *argv[] = { getenv("VTPMD_BIN"), (char *)"-c", d->conf, (char *)"-f", NULL };
+	char *argv[32];
+	int n = 0;
 	int i;
 	int r;
 
+	for (i = 0; wrap && wrap[i] && n < 26; i++)
+		argv[n++] = (char *)wrap[i];
+	argv[n++] = getenv("VTPMD_BIN");
+	argv[n++] = (char *)"-c";
+	argv[n++] = d->conf;
+	argv[n++] = (char *)"-f";
+	argv[n] = NULL;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 2, d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	r = posix_spawn(&d->pid, argv[0], &fa, NULL, argv, environ);
+	r = posix_spawnp(&d->pid, argv[0], &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	if (r != 0) {
 		d->pid = -1;
 		return -r;
 	}
-	for (i = 0; i < 400; i++) {
+	for (i = 0; i < 400 * slow; i++) {
 		if (vd_mounted(d))
 			return 0;
 		if (waitpid(d->pid, NULL, WNOHANG) == d->pid) {
@@ -126,6 +138,12 @@ static inline int vd_start(struct vd *d)
 	}
 
 	return -ETIMEDOUT;
+}
+
+/* Start vtpmd -f on the written config; wait up to 20 s for the mount. */
+static inline int vd_start(struct vd *d)
+{
+	return vd_start_wrapped(d, NULL, 1);
 }
 
 /* Send sig to the daemon; for SIGTERM/SIGKILL wait for it (10 s, then KILL). */
