@@ -12,8 +12,8 @@
 /* Virtual handles of transient objects: 0x80800000 .. 0x80ffffff, in turn. */
 #define SPACE_VOBJ_FIRST 0x80800000u
 #define SPACE_VOBJ_LAST 0x80ffffffu
-/* Handles in a handle area plus sessions in an authorization area (Part 1, 18). */
-#define SPACE_MAX_REFS 6
+/* A handle area (up to 7 by TPMA_CC) plus an authorization area (up to 3). */
+#define SPACE_MAX_REFS 10
 #define SPACE_MAX_AUTHS 3
 
 struct space_entry {
@@ -379,6 +379,41 @@ static size_t auth_len(const uint8_t *cmd, size_t off, size_t end)
 }
 
 /*
+ * The sessions of the authorization area at off (Part 1, 18.7): each must
+ * be the password session or one of ours that we hold.  Returns 0 with
+ * the offset of the parameters, or a response code for the client.
+ */
+static uint32_t collect_auths(struct space *s, const uint8_t *cmd, size_t len, size_t off,
+			      struct space_ref *refs, size_t *n, size_t *ret_param)
+{
+	struct space_entry *e;
+	size_t end;
+	uint32_t h;
+	unsigned i;
+
+	if (len < off + 4 || util_be32(cmd + off) > len - off - 4)
+		return SPACE_RC_LAYER | TPM2_RC_AUTHSIZE;
+	end = off + 4 + util_be32(cmd + off);
+	off += 4;
+	for (i = 0; off < end; i++) {
+		if (i == SPACE_MAX_AUTHS || auth_len(cmd, off, end) == 0)
+			return SPACE_RC_LAYER | TPM2_RC_AUTHSIZE;
+		h = util_be32(cmd + off);
+		e = is_session(h) ? entry_find(s, h) : NULL;
+		if (h != TPM2_RH_PW && (!e || e->client_held))
+			return rc_handle(TPM2_RC_S, i);
+		if (e) {
+			refs[*n].off = off;
+			refs[(*n)++].e = e;
+		}
+		off += auth_len(cmd, off, end);
+	}
+	*ret_param = end;
+
+	return 0;
+}
+
+/*
  * Find the entries named in the handle area and the authorization area.
  * Returns 0 with *ret_n refs and *ret_param (offset of the parameters),
  * or a TPM response code for the client.
@@ -388,7 +423,7 @@ static uint32_t collect_refs(struct space *s, const uint8_t *cmd, size_t len, in
 {
 	size_t off = TPMCMD_HEADER;
 	size_t n = 0;
-	size_t end;
+	uint32_t rc;
 	uint32_t h;
 	int i;
 
@@ -403,31 +438,13 @@ static uint32_t collect_refs(struct space *s, const uint8_t *cmd, size_t len, in
 		if (!refs[n++].e)
 			return rc_handle(TPM2_RC_H, (unsigned)i);
 	}
-	if (util_be16(cmd) != TPM2_ST_SESSIONS) {
-		*ret_n = n;
-		*ret_param = off;
-		return 0;
-	}
-	if (len < off + 4 || util_be32(cmd + off) > len - off - 4)
-		return SPACE_RC_LAYER | TPM2_RC_AUTHSIZE;
-	end = off + 4 + util_be32(cmd + off);
-	off += 4;
-	for (i = 0; off < end; i++) {
-		if (i == SPACE_MAX_AUTHS || auth_len(cmd, off, end) == 0)
-			return SPACE_RC_LAYER | TPM2_RC_AUTHSIZE;
-		h = util_be32(cmd + off);
-		if (is_session(h)) {
-			refs[n].off = off;
-			refs[n].e = entry_find(s, h);
-			if (!refs[n++].e || refs[n - 1].e->client_held)
-				return rc_handle(TPM2_RC_S, (unsigned)i);
-		} else if (h != TPM2_RH_PW) {
-			return rc_handle(TPM2_RC_S, (unsigned)i);
-		}
-		off += auth_len(cmd, off, end);
+	*ret_param = off;
+	if (util_be16(cmd) == TPM2_ST_SESSIONS) {
+		rc = collect_auths(s, cmd, len, off, refs, &n, ret_param);
+		if (rc)
+			return rc;
 	}
 	*ret_n = n;
-	*ret_param = end;
 
 	return 0;
 }
@@ -456,40 +473,50 @@ static int load_refs(struct space *s, struct space_tpm *tpm, uint8_t *cmd,
 	return 0;
 }
 
+/*
+ * Our handle of the kind of first (objects; sessions we hold; sessions the
+ * client holds) with the lowest index at or above from, or 0.
+ */
+static uint32_t handle_at_or_above(const struct space *s, uint32_t first, uint32_t from)
+{
+	bool sessions = !is_object(first);
+	const struct space_entry *tab = sessions ? s->ses : s->obj;
+	unsigned n = sessions ? s->lim.max_sessions : s->lim.max_objects;
+	bool held = handle_type(first) == TPM2_HT_SAVED_SESSION;
+	uint32_t best = 0;
+	uint32_t low;
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		low = tab[i].handle & 0xffffff;
+		if (!tab[i].handle || (sessions && tab[i].client_held != held))
+			continue;
+		if (low >= from && (!best || low < (best & 0xffffff)))
+			best = tab[i].handle;
+	}
+
+	return best;
+}
+
 /* Own handles of the kind of first, from first up, sorted, into list. */
 static unsigned list_handles(struct space *s, uint32_t first, uint32_t *list, unsigned max,
 			     bool *ret_more)
 {
-	bool sessions = !is_object(first);
-	struct space_entry *tab = sessions ? s->ses : s->obj;
-	unsigned n = sessions ? s->lim.max_sessions : s->lim.max_objects;
-	uint32_t last = first & 0xffffff;
-	bool want_held = handle_type(first) == TPM2_HT_SAVED_SESSION;
+	uint32_t from = first & 0xffffff;
 	unsigned count = 0;
-	unsigned i;
-	uint32_t best;
+	uint32_t h;
 
 	*ret_more = false;
-	for (;;) {
-		best = 0;
-		for (i = 0; i < n; i++) {
-			uint32_t low = tab[i].handle & 0xffffff;
-
-			if (!tab[i].handle ||
-			    (sessions && tab[i].client_held != want_held))
-				continue;
-			if (low >= last && (!best || low < (best & 0xffffff)))
-				best = tab[i].handle;
-		}
-		if (!best)
-			return count;
+	while ((h = handle_at_or_above(s, first, from))) {
 		if (count == max) {
 			*ret_more = true;
-			return count;
+			break;
 		}
-		list[count++] = best;
-		last = (best & 0xffffff) + 1;
+		list[count++] = h;
+		from = (h & 0xffffff) + 1;
 	}
+
+	return count;
 }
 
 /*
