@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -55,6 +56,14 @@ static void start(struct vd *d, const char *extra)
 		vd_sh("cat '%s'", d->log);
 		ASSERT_TRUE(false);
 	}
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 /* ---- raw commands, marshalled with tss2-mu ---- */
@@ -289,6 +298,8 @@ static int open_rm(struct harness_fx_rm *self)
 
 TEST_F_TIMEOUT(rm, opens_have_their_own_handles, 60)
 {
+	uint8_t blob[4096];
+	size_t len;
 	uint32_t list[8];
 	uint32_t va;
 	uint32_t vb;
@@ -318,6 +329,10 @@ TEST_F_TIMEOUT(rm, opens_have_their_own_handles, 60)
 	EXPECT_EQ(handles(b, TPM2_LOADED_SESSION_FIRST, list, 8), 0);
 	EXPECT_EQ(flush(b, sa), RC_HANDLE_P1);
 	EXPECT_EQ(read_public(b, sa), RC_HANDLE_H1);
+	/* nor load a session context that a saved, even holding its bytes */
+	ASSERT_EQ(context_save(a, sa, blob, &len, NULL), TPM2_RC_SUCCESS);
+	EXPECT_EQ(context_load(b, blob, len, &vb), RC_HANDLE_P1);
+	EXPECT_EQ(context_load(a, blob, len, &sa), TPM2_RC_SUCCESS);
 	/* between commands the instance holds nothing loaded of either */
 	t = open(self->d.tpm0, O_RDWR | O_NONBLOCK);
 	ASSERT_GE(t, 0);
@@ -410,6 +425,11 @@ TEST_F_TIMEOUT(rm, limits_and_malformed_commands_answer_in_tpm_format, 60)
 	cmd_begin(&c, true, TPM2_CC_HierarchyChangeAuth, &owner, 1);
 	c.b[22] = 0x40;
 	EXPECT_EQ(run(a, &c, rsp, sizeof(rsp), NULL), RC_RM | TPM2_RC_AUTHSIZE);
+	/* a FlushContext with bytes after its handle */
+	cmd_begin(&c, false, TPM2_CC_FlushContext, NULL, 0);
+	Tss2_MU_UINT32_Marshal(s[0], c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT16_Marshal(0, c.b, sizeof(c.b), &c.off);
+	EXPECT_EQ(run(a, &c, rsp, sizeof(rsp), NULL), RC_RM | TPM2_RC_COMMAND_SIZE);
 	/* a session handle in the authorization area that is not ours */
 	cmd_begin(&c, true, TPM2_CC_HierarchyChangeAuth, &owner, 1);
 	c.b[18] = 0x02;
@@ -425,6 +445,78 @@ TEST_F_TIMEOUT(rm, limits_and_malformed_commands_answer_in_tpm_format, 60)
 	EXPECT_EQ(flush(a, s[1]), TPM2_RC_SUCCESS);
 	EXPECT_EQ(start_session(a, &s[2]), TPM2_RC_SUCCESS);
 	close(a);
+}
+
+struct hammer {
+	int fd;
+	uint32_t handle;
+	volatile bool *stop;
+	long done;
+	long failed;
+};
+
+static void *hammer_main(void *arg)
+{
+	struct hammer *h = arg;
+
+	while (!*h->stop) {
+		if (read_public(h->fd, h->handle) == TPM2_RC_SUCCESS)
+			h->done++;
+		else
+			h->failed++;
+	}
+
+	return NULL;
+}
+
+/*
+ * Four opens send commands as fast as they can; a fifth one's commands
+ * still wait for at most a few of theirs, and the four share the instance
+ * evenly.
+ */
+TEST_F_TIMEOUT(rm, opens_are_served_fairly, 60)
+{
+	struct hammer h[4];
+	pthread_t th[4];
+	volatile bool stop = false;
+	uint64_t worst = 0;
+	uint64_t t0;
+	long least = -1;
+	long most = 0;
+	int quiet;
+	int i;
+
+	start(&self->d, NULL);
+	for (i = 0; i < 4; i++) {
+		h[i] = (struct hammer){ .fd = open_rm(self), .stop = &stop };
+		ASSERT_GE(h[i].fd, 0);
+		ASSERT_EQ(create_primary(h[i].fd, &h[i].handle), TPM2_RC_SUCCESS);
+	}
+	quiet = open_rm(self);
+	ASSERT_GE(quiet, 0);
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, hammer_main, &h[i]), 0);
+	for (i = 0; i < 200; i++) {
+		t0 = now_us();
+		EXPECT_EQ(get_random(quiet), TPM2_RC_SUCCESS);
+		if (now_us() - t0 > worst)
+			worst = now_us() - t0;
+		vd_sleep_ms(5);
+	}
+	stop = true;
+	for (i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		EXPECT_EQ(h[i].failed, 0);
+		least = least < 0 || h[i].done < least ? h[i].done : least;
+		most = h[i].done > most ? h[i].done : most;
+		close(h[i].fd);
+	}
+	TEST_LOG("commands per busy open: %ld..%ld; quiet open's worst wait %llu us",
+		 least, most, (unsigned long long)worst);
+	EXPECT_GT(least, 100);
+	EXPECT_LT(most, least * 2);
+	EXPECT_LT(worst, 100000);
+	close(quiet);
 }
 
 /* A client that is killed holding an object and a session leaves nothing. */

@@ -569,7 +569,7 @@ static int prepare_flush(struct space *s, const uint8_t *cmd, size_t len, size_t
 	uint32_t h;
 
 	if (len != param + 4)
-		return 0;	/* malformed: the instance says so */
+		return refuse(TPM2_RC_COMMAND_SIZE, rsp, size, ret_len);
 	h = util_be32(cmd + param);
 	if (!is_object(h) && !is_session(h))
 		return 0;
@@ -695,14 +695,19 @@ static uint32_t commit_new_handle(struct space *s, struct space_tpm *tpm, uint8_
 	struct space_entry *e = NULL;
 	uint32_t frc;
 
-	if (is_object(h))
-		e = entry_free_slot(s->obj, s->lim.max_objects);
-	else if (is_session(h))
-		e = entry_find(s, h);
-	if (is_session(h) && !e)
-		e = entry_free_slot(s->ses, s->lim.max_sessions);
 	if (!is_object(h) && !is_session(h))
 		return TPM2_RC_SUCCESS;
+	if (is_object(h))
+		e = entry_free_slot(s->obj, s->lim.max_objects);
+	else
+		e = entry_find(s, h);
+	if (is_session(h) && !e && s->cc == TPM2_CC_ContextLoad) {
+		/* a context whose savedHandle lied: not ours to keep */
+		(void)tpm_flush(tpm, h, &frc);
+		return TPM2_RC_HANDLE | TPM2_RC_P | TPM2_RC_1;
+	}
+	if (is_session(h) && !e)
+		e = entry_free_slot(s->ses, s->lim.max_sessions);
 	if (!e) {
 		/* unreachable: prepare checked the room */
 		(void)tpm_flush(tpm, h, &frc);
