@@ -59,7 +59,8 @@ static int table_load(struct harness_fx_space *self)
 		r = tpmcmd_build_getcap(TPM2_CAP_COMMANDS, next, TPM2_MAX_CAP_CC, cmd, sizeof(cmd),
 					&len);
 		if (r == 0)
-			r = inst_transmit(self->in, 0, cmd, len, self->rsp, sizeof(self->rsp), &rlen);
+			r = inst_transmit(self->in, 0, cmd, len, self->rsp, sizeof(self->rsp),
+					  &rlen);
 		if (r == 0)
 			r = tpmcmd_table_add(self->table, self->rsp, rlen, &next);
 	}
