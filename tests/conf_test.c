@@ -745,8 +745,8 @@ TEST_F(conf, unknown_key)
 {
 	LOAD_ERR(MIN_CONF "[pool]\nsize = 2\npoolsize = 3\n",
 		 "t.conf:6: unknown key 'poolsize' in [pool]");
-	LOAD_ERR(MIN_CONF "[hook.h]\nexec = /bin/true\nretries = 3\n",
-		 "t.conf:6: unknown key 'retries' in [hook.h]");
+	LOAD_ERR(MIN_CONF "[hook.h]\nexec = /bin/true\nretry = 3\n",
+		 "t.conf:6: unknown key 'retry' in [hook.h]");
 }
 
 TEST_F(conf, keys_are_case_sensitive)

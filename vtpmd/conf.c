@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <ini.h>
+#include <json-c/json.h>
 
 #include "util.h"
 
@@ -40,7 +41,8 @@
 
 #define CONF_LINE_MAX 4096
 #define CONF_KEY_MAX 64
-#define CONF_KEYS_MAX 12	/* keys per section */
+#define CONF_KEYS_MAX 40	/* keys per section */
+#define CONF_URL_MAX 2048
 #define CONF_HOOK_NAME_MAX 32
 #define CONF_FILE_MAX (1024 * 1024)
 #define CONF_WHY_MAX 256
@@ -53,6 +55,7 @@
 enum conf_type {
 	CONF_T_STRING,		/* char *, owned */
 	CONF_T_PATH,		/* char *, owned, absolute */
+	CONF_T_URL,		/* char *, owned, https://host[:port][/path], no trailing '/' */
 	CONF_T_UINT,		/* unsigned */
 	CONF_T_U64,		/* uint64_t */
 	CONF_T_BOOL,		/* bool */
@@ -148,6 +151,13 @@ static const struct conf_name phase_names[] = {
 	{ "prepare", CONF_PHASE_PREPARE },
 	{ "commit", CONF_PHASE_COMMIT },
 	{ "both", CONF_PHASE_BOTH },
+	{ NULL, 0 },
+};
+
+static const struct conf_name hook_type_names[] = {
+	{ "exec", CONF_HOOK_EXEC },
+	{ "webhook", CONF_HOOK_WEBHOOK },
+	{ "keylime", CONF_HOOK_KEYLIME },
 	{ NULL, 0 },
 };
 
@@ -396,6 +406,40 @@ static int parse_number(const struct conf_key *k, const char *v, uint64_t *ret_u
 	return -ERANGE;
 }
 
+/*
+ * An https URL with a host and no user info, fragment, spaces or control
+ * characters; one trailing '/' is dropped so that paths can be appended.
+ * Plain http is refused: no key allows it.
+ */
+static int parse_url(const char *v, char **field, char *why, size_t n)
+{
+	const char *host = v + strlen("https://");
+	size_t len = strlen(v);
+	size_t hlen;
+	char *s;
+
+	if (strncasecmp(v, "https://", 8) != 0) {
+		snprintf(why, n, "'%.64s' is not an https:// URL", v);
+		return -EINVAL;
+	}
+	hlen = strcspn(host, "/?");
+	if (len >= CONF_URL_MAX || hlen == 0 || memchr(host, '@', hlen) || strchr(v, '#') ||
+	    strpbrk(v, " \t\"<>\\^`{|}")) {
+		snprintf(why, n, "invalid URL (no host, user info, fragment, spaces or quotes; at most %d bytes)",
+			 CONF_URL_MAX - 1);
+		return -EINVAL;
+	}
+	s = strdup(v);
+	if (!s)
+		return -ENOMEM;
+	if (len > 8 + hlen && s[len - 1] == '/')
+		s[len - 1] = '\0';
+	free(*field);
+	*field = s;
+
+	return 0;
+}
+
 /* Parse v into the field k describes; on failure, why says what is wrong. */
 static int parse_value(const struct conf_key *k, const char *v, void *base, char *why, size_t n)
 {
@@ -413,6 +457,8 @@ static int parse_value(const struct conf_key *k, const char *v, void *base, char
 		return set_string(field, v);
 	case CONF_T_STRING:
 		return set_string(field, v);
+	case CONF_T_URL:
+		return parse_url(v, field, why, n);
 	case CONF_T_BOOL:
 	case CONF_T_ENUM:
 		r = lookup_name(k->type == CONF_T_BOOL ? bool_names : k->names, v, &i);
@@ -526,6 +572,50 @@ static void print_group(FILE *f, const void *base)
 	const struct conf *c = base;
 
 	fprintf(f, "%u", (unsigned)c->dev_gid);
+}
+
+/* A hook's user, by name or number, with its primary group; "" for none. */
+static int parse_hook_user(const char *v, void *base, char *why, size_t n)
+{
+	struct conf_hook *h = base;
+	struct passwd pw;
+	struct passwd *res;
+	char buf[16384];
+	uint32_t id;
+	int r;
+
+	if (!v[0]) {
+		h->has_user = false;
+		return 0;
+	}
+	r = parse_id(v, "user", &id, why, n);
+	if (r == 0)
+		r = -getpwuid_r(id, &pw, buf, sizeof(buf), &res);
+	else if (r == -ENOENT)
+		r = -getpwnam_r(v, &pw, buf, sizeof(buf), &res);
+	else
+		return r;
+	if (r < 0) {
+		snprintf(why, n, "cannot look up user '%.64s': %s", v, strerror(-r));
+		return r;
+	}
+	if (!res) {
+		snprintf(why, n, "unknown user '%.64s'", v);
+		return -EINVAL;
+	}
+	h->has_user = true;
+	h->user_uid = pw.pw_uid;
+	h->user_gid = pw.pw_gid;
+
+	return 0;
+}
+
+static void print_hook_user(FILE *f, const void *base)
+{
+	const struct conf_hook *h = base;
+
+	if (h->has_user)
+		fprintf(f, "%u", (unsigned)h->user_uid);
 }
 
 /* Permission bits in octal, with or without leading zeros. */
@@ -742,9 +832,8 @@ static int split_words(struct conf_split *s, const char *p, char *why, size_t n)
 	return split_end_word(s, why, n);
 }
 
-static int parse_exec(const char *v, void *base, char *why, size_t n)
+static int parse_argv(const char *v, char ***field, char *why, size_t n)
 {
-	struct conf_hook *h = base;
 	struct conf_split s = { 0 };
 	int r;
 
@@ -768,14 +857,24 @@ static int parse_exec(const char *v, void *base, char *why, size_t n)
 	}
 
 	free(s.word);
-	argv_free(h->argv);
-	h->argv = s.argv;
+	argv_free(*field);
+	*field = s.argv;
 	return 0;
 
 err_free:
 	free(s.word);
 	argv_free(s.argv);
 	return r;
+}
+
+static int parse_exec(const char *v, void *base, char *why, size_t n)
+{
+	return parse_argv(v, &((struct conf_hook *)base)->argv, why, n);
+}
+
+static int parse_restart(const char *v, void *base, char *why, size_t n)
+{
+	return parse_argv(v, &((struct conf_hook *)base)->restart_argv, why, n);
 }
 
 static void print_word(FILE *f, const char *w)
@@ -793,16 +892,25 @@ static void print_word(FILE *f, const char *w)
 		fputc('"', f);
 }
 
-static void print_exec(FILE *f, const void *base)
+static void print_argv(FILE *f, char *const *argv)
 {
-	const struct conf_hook *h = base;
 	size_t i;
 
-	for (i = 0; h->argv && h->argv[i]; i++) {
+	for (i = 0; argv && argv[i]; i++) {
 		if (i)
 			fputc(' ', f);
-		print_word(f, h->argv[i]);
+		print_word(f, argv[i]);
 	}
+}
+
+static void print_exec(FILE *f, const void *base)
+{
+	print_argv(f, ((const struct conf_hook *)base)->argv);
+}
+
+static void print_restart(FILE *f, const void *base)
+{
+	print_argv(f, ((const struct conf_hook *)base)->restart_argv);
 }
 
 /* ---- the table ---- */
@@ -855,10 +963,37 @@ static const struct conf_key rm_keys[] = {
 };
 
 static const struct conf_key hook_keys[] = {
-	{ K_CUSTOM("exec", parse_exec, print_exec), .required = true },
+	{ K_CUSTOM("exec", parse_exec, print_exec) },
 	{ K_HOOK("phase", CONF_T_ENUM, phases), .def = "both", .names = phase_names },
 	{ K_HOOK("timeout", CONF_T_DURATION, timeout_ms), .def = "30s", .min = 1,
 	  .max = MS_PER_DAY },
+	{ K_CUSTOM("user", parse_hook_user, print_hook_user), .def = "" },
+	{ K_HOOK("type", CONF_T_ENUM, type), .names = hook_type_names },
+	{ K_HOOK("url", CONF_T_URL, url) },
+	{ K_HOOK("tls_ca", CONF_T_PATH, tls_ca) },
+	{ K_HOOK("tls_cert", CONF_T_PATH, tls_cert) },
+	{ K_HOOK("tls_key", CONF_T_PATH, tls_key) },
+	{ K_HOOK("tls_verify", CONF_T_BOOL, tls_verify), .def = "yes" },
+	{ K_HOOK("token_file", CONF_T_PATH, token_file) },
+	{ K_HOOK("retries", CONF_T_UINT, retries), .def = "10", .max = 1000 },
+	{ K_HOOK("retry_delay", CONF_T_DURATION, retry_min_ms), .def = "1s", .min = 10,
+	  .max = MS_PER_H },
+	{ K_HOOK("retry_max_delay", CONF_T_DURATION, retry_max_ms), .def = "60s", .min = 10,
+	  .max = MS_PER_DAY },
+	{ K_HOOK("verifier", CONF_T_URL, verifier) },
+	{ K_HOOK("registrar", CONF_T_URL, registrar) },
+	{ K_HOOK("api_version", CONF_T_STRING, api_version), .def = "2.6" },
+	{ K_HOOK("agent_uuid", CONF_T_STRING, agent_uuid) },
+	{ K_CUSTOM("agent_restart", parse_restart, print_restart) },
+	{ K_HOOK("agent_ip", CONF_T_STRING, agent_ip) },
+	{ K_HOOK("agent_port", CONF_T_UINT, agent_port), .def = "9002", .min = 1, .max = 65535 },
+	{ K_HOOK("supported_version", CONF_T_STRING, supported_version), .def = "2.2" },
+	{ K_HOOK("tpm_policy", CONF_T_STRING, tpm_policy), .def = "{}" },
+	{ K_HOOK("accept_tpm_hash_algs", CONF_T_STRING, hash_algs), .def = "sha512,sha384,sha256" },
+	{ K_HOOK("accept_tpm_encryption_algs", CONF_T_STRING, enc_algs), .def = "ecc,rsa" },
+	{ K_HOOK("accept_tpm_signing_algs", CONF_T_STRING, sign_algs), .def = "ecschnorr,rsassa" },
+	{ K_HOOK("runtime_policy_name", CONF_T_STRING, runtime_policy_name) },
+	{ K_HOOK("mb_policy_name", CONF_T_STRING, mb_policy_name) },
 };
 
 static const struct conf_section conf_sections[] = {
@@ -911,7 +1046,7 @@ static void free_strings(const struct conf_section *sec, void *base)
 	for (i = 0; i < sec->n_keys; i++) {
 		const struct conf_key *k = &sec->keys[i];
 
-		if (k->type == CONF_T_STRING || k->type == CONF_T_PATH)
+		if (k->type == CONF_T_STRING || k->type == CONF_T_PATH || k->type == CONF_T_URL)
 			free(*(char **)((char *)base + k->offset));
 	}
 }
@@ -932,6 +1067,10 @@ void conf_free(struct conf *c)
 		free_strings(CONF_SECTION_HOOK, &c->hooks[i]);
 		free(c->hooks[i].name);
 		argv_free(c->hooks[i].argv);
+		argv_free(c->hooks[i].restart_argv);
+		if (c->hooks[i].token)
+			explicit_bzero(c->hooks[i].token, strlen(c->hooks[i].token));
+		free(c->hooks[i].token);
 	}
 	free(c);
 }
@@ -975,22 +1114,249 @@ static size_t key_index(const struct conf_section *sec, const char *key)
 
 /* ---- sections ---- */
 
-/* Checks when a section ends: a hook needs its exec. */
-static int section_close(struct conf_ctx *ctx)
+/* The line of key in the open [hook.NAME], or the section's line. */
+static unsigned hook_line(const struct conf_ctx *ctx, const char *key)
 {
-	const struct conf_section *sec = ctx->sec;
+	unsigned line = ctx->seen->key[key_index(CONF_SECTION_HOOK, key)];
+
+	return line ? line : ctx->seen->section;
+}
+
+/* Keys that belong to one hook type only, and the types they belong to. */
+static const struct {
+	const char *key;
+	unsigned types;		/* bits 1 << enum conf_hook_type */
+} hook_key_types[] = {
+	{ "exec", 1u << CONF_HOOK_EXEC },
+	{ "url", 1u << CONF_HOOK_WEBHOOK },
+	{ "token_file", 1u << CONF_HOOK_WEBHOOK },
+	{ "tls_ca", 1u << CONF_HOOK_WEBHOOK | 1u << CONF_HOOK_KEYLIME },
+	{ "tls_cert", 1u << CONF_HOOK_WEBHOOK | 1u << CONF_HOOK_KEYLIME },
+	{ "tls_key", 1u << CONF_HOOK_WEBHOOK | 1u << CONF_HOOK_KEYLIME },
+	{ "tls_verify", 1u << CONF_HOOK_WEBHOOK | 1u << CONF_HOOK_KEYLIME },
+	{ "verifier", 1u << CONF_HOOK_KEYLIME },
+	{ "registrar", 1u << CONF_HOOK_KEYLIME },
+	{ "agent_uuid", 1u << CONF_HOOK_KEYLIME },
+	{ "agent_restart", 1u << CONF_HOOK_KEYLIME },
+	{ "api_version", 1u << CONF_HOOK_KEYLIME },
+	{ "agent_ip", 1u << CONF_HOOK_KEYLIME },
+	{ "agent_port", 1u << CONF_HOOK_KEYLIME },
+	{ "supported_version", 1u << CONF_HOOK_KEYLIME },
+	{ "tpm_policy", 1u << CONF_HOOK_KEYLIME },
+	{ "accept_tpm_hash_algs", 1u << CONF_HOOK_KEYLIME },
+	{ "accept_tpm_encryption_algs", 1u << CONF_HOOK_KEYLIME },
+	{ "accept_tpm_signing_algs", 1u << CONF_HOOK_KEYLIME },
+	{ "runtime_policy_name", 1u << CONF_HOOK_KEYLIME },
+	{ "mb_policy_name", 1u << CONF_HOOK_KEYLIME },
+};
+
+/* Whether key (of [hook.NAME]) means anything for a hook of type. */
+static bool hook_key_applies(const char *key, int type)
+{
 	size_t i;
 
-	if (sec != CONF_SECTION_HOOK)
-		return 0;
-	for (i = 0; i < sec->n_keys; i++) {
-		if (sec->keys[i].required && !ctx->seen->key[i])
-			return conf_error(ctx, -EINVAL, ctx->seen->section,
-					  "[hook.%s] has no '%s' key",
-					  ((struct conf_hook *)ctx->base)->name, sec->keys[i].key);
+	for (i = 0; i < ARRAY_SIZE(hook_key_types); i++) {
+		if (strcmp(hook_key_types[i].key, key) == 0)
+			return hook_key_types[i].types & (1u << type);
+	}
+
+	return true;
+}
+
+/* The type, from "type" or inferred from exec or url; keys of other types are errors. */
+static int hook_check_type(struct conf_ctx *ctx, struct conf_hook *h)
+{
+	static const char *const type_name[] = { "?", "exec", "webhook", "keylime" };
+	size_t i;
+
+	if (h->type == CONF_HOOK_AUTO && (h->argv || h->url))
+		h->type = h->argv ? CONF_HOOK_EXEC : CONF_HOOK_WEBHOOK;
+	/* Most hooks are programs: name the key they lack. */
+	if (h->type == CONF_HOOK_AUTO)
+		return conf_error(ctx, -EINVAL, ctx->seen->section, "[hook.%s] has no 'exec' key",
+				  h->name);
+	for (i = 0; i < ARRAY_SIZE(hook_key_types); i++) {
+		unsigned line = ctx->seen->key[key_index(CONF_SECTION_HOOK, hook_key_types[i].key)];
+
+		if (line && !(hook_key_types[i].types & (1u << h->type)))
+			return conf_error(ctx, -EINVAL, line, "'%s' does not apply to hooks of type %s",
+					  hook_key_types[i].key, type_name[h->type]);
 	}
 
 	return 0;
+}
+
+static int hook_need(struct conf_ctx *ctx, const struct conf_hook *h, const char *key,
+		     const void *v)
+{
+	if (v)
+		return 0;
+	return conf_error(ctx, -EINVAL, ctx->seen->section, "[hook.%s] has no '%s' key", h->name,
+			  key);
+}
+
+/*
+ * The bearer token: a private file (no group or other permission bits)
+ * owned by root or by us, one line of visible ASCII.  The token itself
+ * never reaches an error message.
+ */
+static int hook_read_token(struct conf_ctx *ctx, struct conf_hook *h)
+{
+	unsigned line = hook_line(ctx, "token_file");
+	char buf[CONF_TOKEN_MAX + 2];
+	struct stat st;
+	ssize_t len;
+	int fd;
+
+	fd = open(h->token_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return conf_error(ctx, -EINVAL, line, "token_file '%s': %s", h->token_file,
+				  strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) ||
+	    (st.st_uid != 0 && st.st_uid != geteuid())) {
+		(void)close(fd);
+		return conf_error(ctx, -EINVAL, line,
+				  "token_file '%s' must be a regular file owned by root or by vtpmd's user, mode 0600 or stricter",
+				  h->token_file);
+	}
+	len = read(fd, buf, sizeof(buf) - 1);
+	(void)close(fd);
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		len--;
+	buf[len > 0 ? len : 0] = '\0';
+	if (len <= 0 || len > CONF_TOKEN_MAX || strspn(buf, "!\"#$%&'()*+,-./0123456789:;<=>?@"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~") != (size_t)len) {
+		explicit_bzero(buf, sizeof(buf));
+		return conf_error(ctx, -EINVAL, line,
+				  "token_file '%s' must hold one line of 1 to %d visible ASCII characters",
+				  h->token_file, CONF_TOKEN_MAX);
+	}
+	h->token = strdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	if (!h->token)
+		return conf_error(ctx, -ENOMEM, line, "out of memory");
+
+	return 0;
+}
+
+static int hook_check_file(struct conf_ctx *ctx, const char *key, const char *path)
+{
+	struct stat st;
+
+	if (!path)
+		return 0;
+	if (access(path, R_OK) < 0)
+		return conf_error(ctx, -EINVAL, hook_line(ctx, key), "%s '%s': %s", key, path,
+				  strerror(errno));
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		return conf_error(ctx, -EINVAL, hook_line(ctx, key), "%s '%s' is not a regular file",
+				  key, path);
+
+	return 0;
+}
+
+/* TLS files readable, certificate and key given together. */
+static int hook_check_tls(struct conf_ctx *ctx, const struct conf_hook *h)
+{
+	int r;
+
+	if (!h->tls_cert != !h->tls_key)
+		return conf_error(ctx, -EINVAL, hook_line(ctx, h->tls_cert ? "tls_cert" : "tls_key"),
+				  "tls_cert and tls_key go together (set both or neither)");
+	r = hook_check_file(ctx, "tls_ca", h->tls_ca);
+	if (r == 0)
+		r = hook_check_file(ctx, "tls_cert", h->tls_cert);
+	if (r == 0)
+		r = hook_check_file(ctx, "tls_key", h->tls_key);
+
+	return r;
+}
+
+/* A comma-separated list of lowercase algorithm names. */
+static bool is_alg_list(const char *v)
+{
+	size_t n;
+
+	for (;;) {
+		n = strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_");
+		if (n == 0 || (v[n] != ',' && v[n] != '\0'))
+			return false;
+		if (!v[n])
+			return true;
+		v += n + 1;
+	}
+}
+
+/* "MAJOR.MINOR", digits only. */
+static bool is_version(const char *v)
+{
+	size_t a = strspn(v, "0123456789");
+
+	return a > 0 && a < 4 && v[a] == '.' && strspn(v + a + 1, "0123456789") == strlen(v + a + 1) &&
+	       v[a + 1] && strlen(v + a + 1) < 4;
+}
+
+static int hook_check_keylime(struct conf_ctx *ctx, const struct conf_hook *h)
+{
+	static const char *const lists[] = { "accept_tpm_hash_algs", "accept_tpm_encryption_algs",
+					     "accept_tpm_signing_algs" };
+	const char *const vals[] = { h->hash_algs, h->enc_algs, h->sign_algs };
+	json_object *o;
+	size_t i;
+	int r;
+
+	r = hook_need(ctx, h, "verifier", h->verifier);
+	if (r == 0)
+		r = hook_need(ctx, h, "registrar", h->registrar);
+	if (r == 0)
+		r = hook_need(ctx, h, "agent_uuid", h->agent_uuid);
+	if (r == 0)
+		r = hook_need(ctx, h, "agent_restart", h->restart_argv);
+	if (r < 0)
+		return r;
+	if (!is_name(h->agent_uuid, strlen(h->agent_uuid), 255))
+		return conf_error(ctx, -EINVAL, hook_line(ctx, "agent_uuid"),
+				  "agent_uuid: 1 to 255 of A-Z a-z 0-9 _ -");
+	if (!is_version(h->api_version) || !is_version(h->supported_version))
+		return conf_error(ctx, -EINVAL, hook_line(ctx, is_version(h->api_version) ?
+				  "supported_version" : "api_version"),
+				  "expected a version such as 2.6");
+	for (i = 0; i < ARRAY_SIZE(lists); i++) {
+		if (!is_alg_list(vals[i]))
+			return conf_error(ctx, -EINVAL, hook_line(ctx, lists[i]),
+					  "%s: expected a comma-separated list of algorithm names",
+					  lists[i]);
+	}
+	o = json_tokener_parse(h->tpm_policy);
+	r = json_object_is_type(o, json_type_object);
+	json_object_put(o);
+	if (!r)
+		return conf_error(ctx, -EINVAL, hook_line(ctx, "tpm_policy"),
+				  "tpm_policy: expected a JSON object");
+
+	return 0;
+}
+
+/* Checks when a section ends: a hook's type and the keys it needs. */
+static int section_close(struct conf_ctx *ctx)
+{
+	struct conf_hook *h = ctx->base;
+	int r;
+
+	if (ctx->sec != CONF_SECTION_HOOK)
+		return 0;
+	r = hook_check_type(ctx, h);
+	if (r == 0 && h->type == CONF_HOOK_KEYLIME)
+		r = hook_check_keylime(ctx, h);
+	if (r == 0 && h->type != CONF_HOOK_EXEC)
+		r = hook_check_tls(ctx, h);
+	if (r == 0 && h->token_file)
+		r = hook_read_token(ctx, h);
+	if (r == 0 && h->retry_max_ms < h->retry_min_ms)
+		r = conf_error(ctx, -EINVAL, hook_line(ctx, "retry_max_delay"),
+			       "retry_max_delay must not be shorter than retry_delay");
+
+	return r;
 }
 
 static int hook_open(struct conf_ctx *ctx, const char *name, size_t len)
@@ -1498,6 +1864,7 @@ static void dump_key(FILE *f, const struct conf_key *k, const void *base)
 	switch (k->type) {
 	case CONF_T_STRING:
 	case CONF_T_PATH:
+	case CONF_T_URL:
 		if (*(char *const *)field)
 			fprintf(f, "%s = %s\n", k->key, *(char *const *)field);
 		else
@@ -1541,13 +1908,15 @@ static void dump_section(FILE *f, const struct conf_section *sec, const void *ba
 
 /*
  * Print the effective configuration, defaults included, in the syntax
- * conf_load_buffer() reads back to an equal configuration.  Secrets would
- * be redacted (there are none yet).  Returns 0, or -EIO if writing to f
+ * conf_load_buffer() reads back to an equal configuration; a hook shows
+ * only the keys of its type.  Secrets are never printed: a token shows as
+ * its token_file path.  Returns 0, or -EIO if writing to f
  * failed.  Used by "vtpmd -n".
  */
 int conf_dump(const struct conf *c, FILE *f)
 {
 	size_t i;
+	size_t k;
 
 	assert(c);
 	assert(f);
@@ -1559,7 +1928,10 @@ int conf_dump(const struct conf *c, FILE *f)
 	}
 	for (i = 0; i < c->n_hooks; i++) {
 		fprintf(f, "\n[hook.%s]\n", c->hooks[i].name);
-		dump_section(f, CONF_SECTION_HOOK, &c->hooks[i]);
+		for (k = 0; k < CONF_SECTION_HOOK->n_keys; k++) {
+			if (hook_key_applies(CONF_SECTION_HOOK->keys[k].key, c->hooks[i].type))
+				dump_key(f, &CONF_SECTION_HOOK->keys[k], &c->hooks[i]);
+		}
 	}
 
 	if (fflush(f) == EOF || ferror(f))

@@ -15,6 +15,7 @@
 #define CONF_MAX_HOOKS 16
 #define CONF_MAX_ARGS 32
 #define CONF_ERR_MAX 512
+#define CONF_TOKEN_MAX 4096	/* bytes of a bearer token */
 
 enum conf_phase {
 	CONF_PHASE_PREPARE = 1 << 0,
@@ -22,11 +23,47 @@ enum conf_phase {
 	CONF_PHASE_BOTH = CONF_PHASE_PREPARE | CONF_PHASE_COMMIT,
 };
 
+enum conf_hook_type {
+	CONF_HOOK_AUTO,		/* not set: exec if exec is set, else webhook */
+	CONF_HOOK_EXEC,
+	CONF_HOOK_WEBHOOK,
+	CONF_HOOK_KEYLIME,
+};
+
 struct conf_hook {
 	char *name;		/* from [hook.NAME] */
 	char **argv;		/* exec, split into words; NULL-terminated */
 	unsigned phases;	/* enum conf_phase bits */
-	uint64_t timeout_ms;
+	uint64_t timeout_ms;	/* one attempt (for keylime: one step) */
+	bool has_user;		/* user = NAME: run programs as that user */
+	uid_t user_uid;
+	gid_t user_gid;		/* the user's primary group, its only group */
+	int type;		/* enum conf_hook_type, never AUTO after loading */
+	char *url;		/* webhook: https URL */
+	char *tls_ca;		/* PEM bundle; NULL: the system's CAs */
+	char *tls_cert;		/* client certificate for mutual TLS */
+	char *tls_key;
+	bool tls_verify;	/* no: accept any server certificate (warned at start) */
+	char *token_file;
+	char *token;		/* secret read from token_file; never printed or logged */
+	unsigned retries;	/* attempts after the first before "failed" */
+	uint64_t retry_min_ms;	/* first back-off, doubled per attempt, with jitter */
+	uint64_t retry_max_ms;
+	/* type = keylime */
+	char *verifier;		/* base URLs, no trailing slash */
+	char *registrar;
+	char *api_version;	/* of the verifier and registrar REST API, "2.6" */
+	char *agent_uuid;
+	char **restart_argv;	/* agent_restart, NULL-terminated */
+	char *agent_ip;		/* when the registrar record has none */
+	unsigned agent_port;
+	char *supported_version; /* the agent's API version sent on re-add */
+	char *tpm_policy;	/* JSON text */
+	char *hash_algs;	/* comma-separated lists */
+	char *enc_algs;
+	char *sign_algs;
+	char *runtime_policy_name;
+	char *mb_policy_name;
 };
 
 struct conf {

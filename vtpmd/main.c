@@ -22,6 +22,7 @@
 #include "localca.h"
 #include "log.h"
 #include "mux.h"
+#include "outbox.h"
 #include "pool.h"
 #include "rotate.h"
 
@@ -36,6 +37,7 @@ struct daemon {
 	int lock_fd;
 	struct pool *pool;
 	struct rotate *rot;
+	struct outbox *outbox;
 	struct mux *mux;
 	struct fusedev *dev;
 };
@@ -253,7 +255,13 @@ static int serve_start(void)
 	struct meta meta;
 	int r;
 
-	r = rotate_new(c, d.pool, &d.rot);
+	r = outbox_new(c->state_dir, c, &d.outbox);
+	if (r < 0)
+		return log_err_errno(r, "vtpmd: cannot open the outbox path=%s/outbox", c->state_dir);
+	r = outbox_start(d.outbox);
+	if (r < 0)
+		return log_err_errno(r, "vtpmd: cannot start the outbox");
+	r = rotate_new(c, d.pool, d.outbox, &d.rot);
 	if (r < 0)
 		return log_err_errno(r, "vtpmd: cannot create the rotator");
 	rotate_mux_ops(d.rot, &ops);
@@ -274,6 +282,18 @@ static int serve_start(void)
 		return log_err_errno(r, "vtpmd: cannot mount path=%s", c->mountpoint);
 
 	return 0;
+}
+
+/* Hooks that accept any server certificate: said at every start and reload. */
+static void warn_tls(const struct conf *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_hooks; i++) {
+		if (c->hooks[i].type != CONF_HOOK_EXEC && !c->hooks[i].tls_verify)
+			log_warn("vtpmd: TLS verification is off, any server can take the events hook=%s",
+				 c->hooks[i].name);
+	}
 }
 
 static void reload(void)
@@ -303,6 +323,7 @@ static void reload(void)
 	pool_set_size(d.pool, c->pool_size);
 	mux_set_policy(d.mux, c);
 	rotate_set_conf(d.rot, c);
+	warn_tls(c);
 	log_notice("vtpmd: configuration reloaded path=%s pool_size=%u", d.conf_path, c->pool_size);
 }
 
@@ -353,6 +374,7 @@ static void teardown(void)
 
 	fusedev_stop(d.dev);
 	rotate_free(d.rot);
+	outbox_free(d.outbox);
 	if (d.mux) {
 		mux_free(d.mux, &active, &meta);
 		save_active(active, meta.id);
@@ -434,6 +456,7 @@ int main(int argc, char **argv)
 	if (r < 0)
 		log_fatal("vtpmd: cannot open the pool path=%s err=\"%s\"", d.conf->state_dir,
 			  strerror(-r));
+	warn_tls(d.conf);
 	r = serve_start();
 	if (r < 0) {
 		teardown();

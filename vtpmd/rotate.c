@@ -10,9 +10,8 @@
 #include <time.h>
 
 #include "event.h"
-#include "fsutil.h"
-#include "hook.h"
 #include "log.h"
+#include "outbox.h"
 #include "status.h"
 #include "tpmcmd.h"
 #include "util.h"
@@ -20,6 +19,8 @@
 #define ROTATE_TAKE_TIMEOUT_MS 30000
 #define ROTATE_URGENT_TAKE_MS 10000
 #define ROTATE_RETRY_MS 1000
+/* How long a fresh start lets its first event reach fast hooks before serving. */
+#define ROTATE_START_WAIT_MS 2000
 
 /* An urgent swap done on the mux thread, to be finished here. */
 struct rotate_job {
@@ -36,7 +37,7 @@ struct rotate {
 	const struct conf *conf;	/* protected by lock; replaced on SIGHUP */
 	struct pool *pool;
 	struct mux *mux;
-	char outbox[PATH_MAX];
+	struct outbox *outbox;
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -48,7 +49,7 @@ struct rotate {
 	struct meta cur;		/* deep copy of the active instance's meta */
 	uint64_t rotations;
 	uint64_t last_pause_ns;
-	uint64_t events_failed;
+	uint64_t events_failed;		/* events that could not be recorded */
 };
 
 static int64_t now_realtime_ms(void)
@@ -66,88 +67,44 @@ static void event_id_new(char *buf)
 		sprintf(buf + 2 * i, "%02x", rnd[i]);
 }
 
-/* Durably record one phase of an event in the outbox before any hook runs. */
-static int outbox_put(struct rotate *r, const char *id, const char *phase,
-		      const char *json, char *path, size_t size)
-{
-	snprintf(path, size, "%s/%lld-%s-%s.json", r->outbox,
-		 (long long)now_realtime_ms(), id, phase);
-
-	return fsutil_write_atomic(path, json, strlen(json), 0600);
-}
-
-static bool run_hooks(struct rotate *r, unsigned phase_bit, const char *phase,
-		      const char *id, const char *json)
-{
-	struct hook_result res;
-	const struct conf *c;
-	char phase_var[64];
-	char id_var[64];
-	char *envp[] = { phase_var, id_var, NULL };
-	bool ok = true;
-	size_t i;
-	int e;
-
-	snprintf(phase_var, sizeof(phase_var), "VTPMD_EVENT_PHASE=%s", phase);
-	snprintf(id_var, sizeof(id_var), "VTPMD_EVENT_ID=%s", id);
-
-	pthread_mutex_lock(&r->lock);
-	c = r->conf;
-	pthread_mutex_unlock(&r->lock);
-	for (i = 0; i < c->n_hooks; i++) {
-		const struct conf_hook *h = &c->hooks[i];
-
-		if (!(h->phases & phase_bit))
-			continue;
-		e = hook_exec(h->argv, envp, json, strlen(json), h->timeout_ms, &res);
-		if (e < 0) {
-			log_err_errno(e, "hook: cannot run hook=%s phase=%s id=%s path=%s",
-				      h->name, phase, id, h->argv[0]);
-			ok = false;
-		} else if (res.timed_out || res.signaled || res.exit_status != 0) {
-			log_err("hook: failed hook=%s phase=%s id=%s status=%d signal=%d timed_out=%d elapsed_ms=%llu",
-				h->name, phase, id, res.exit_status, res.term_signal, res.timed_out,
-				(unsigned long long)res.elapsed_ms);
-			ok = false;
-		} else {
-			log_notice("hook: delivered hook=%s phase=%s id=%s elapsed_ms=%llu",
-				   h->name, phase, id, (unsigned long long)res.elapsed_ms);
-		}
-	}
-
-	return ok;
-}
-
 /*
- * Encode one phase of the event, record it, run that phase's hooks and
- * drop it from the outbox when every hook took it.
+ * Encode one phase of the event and record it in the outbox, whose thread
+ * delivers it to the hooks of that phase.  held: not before
+ * outbox_release().  Returns the record's number, 0 if none was made.
  */
-static void deliver(struct rotate *r, struct event_rotation *ev, const char *phase,
-		    unsigned phase_bit)
+static uint64_t deliver(struct rotate *r, struct event_rotation *ev, const char *phase, bool held)
 {
-	char path[PATH_MAX];
 	char *json = NULL;
+	uint64_t seq = 0;
 	int e;
 
 	ev->phase = phase;
 	e = event_rotation_encode(ev, &json);
+	if (e == 0)
+		e = outbox_put(r->outbox, ev->id, phase, ev->new->id, held, json, &seq);
 	if (e < 0) {
-		log_err_errno(e, "rotate: cannot encode event id=%s phase=%s", ev->id, phase);
-		return;
-	}
-	e = outbox_put(r, ev->id, phase, json, path, sizeof(path));
-	if (e < 0)
-		log_err_errno(e, "rotate: cannot record event id=%s phase=%s path=%s",
-			      ev->id, phase, path);
-	if (run_hooks(r, phase_bit, phase, ev->id, json)) {
-		if (e == 0)
-			(void)unlink(path);
-	} else {
+		log_err_errno(e, "rotate: cannot record event id=%s phase=%s", ev->id, phase);
 		pthread_mutex_lock(&r->lock);
 		r->events_failed++;
 		pthread_mutex_unlock(&r->lock);
 	}
 	free(json);
+
+	return seq;
+}
+
+/* The swap waits for prepare, each hook up to its timeout; then it goes on regardless. */
+static void wait_prepare(struct rotate *r, uint64_t seq, const char *id)
+{
+	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
+	int e;
+
+	e = outbox_wait(r->outbox, seq, UINT64_MAX);
+	if (e == -ETIMEDOUT)
+		log_warn("rotate: prepare not delivered in time, swapping anyway id=%s elapsed_ms=%llu",
+			 id, (unsigned long long)((util_now_ns(CLOCK_MONOTONIC) - t0) / 1000000));
+	else if (e < 0)
+		log_warn("rotate: prepare delivery failed, swapping anyway id=%s", id);
 }
 
 static void event_fill(struct rotate *r, struct event_rotation *ev, const char *id,
@@ -230,6 +187,7 @@ static int rotate_planned(struct rotate *r, const char *reason)
 	struct meta old_meta;
 	char id[33];
 	uint64_t pause;
+	uint64_t commit = 0;
 	int64_t t = now_realtime_ms();
 	int e;
 
@@ -241,7 +199,9 @@ static int rotate_planned(struct rotate *r, const char *reason)
 		goto err_put_back;
 	event_id_new(id);
 	event_fill(r, &ev, id, reason, t, &r->cur, &new_copy);
-	deliver(r, &ev, "prepare", CONF_PHASE_PREPARE);
+	/* Both phases are on disk before the swap: a crash cannot lose the commit. */
+	wait_prepare(r, deliver(r, &ev, "prepare", false), id);
+	commit = deliver(r, &ev, "commit", true);
 	e = pool_mark_activated(r->pool, next_meta.id);
 	if (e < 0) {
 		log_err_errno(e, "rotate: cannot record the new active instance inst=%s",
@@ -254,8 +214,7 @@ static int rotate_planned(struct rotate *r, const char *reason)
 	log_notice("rotate: swapped inst=%s old=%s reason=%s pause_us=%.1f", new_copy.id,
 		   old_meta.id, reason, (double)pause / 1000.0);
 	activated(next, new_copy.id);
-	ev.old = &old_meta;
-	deliver(r, &ev, "commit", CONF_PHASE_COMMIT);
+	outbox_release(r->outbox, commit);
 	set_cur(r, &new_copy);
 	pthread_mutex_lock(&r->lock);
 	r->rotations++;
@@ -269,6 +228,7 @@ static int rotate_planned(struct rotate *r, const char *reason)
 
 err_put_back:
 	/* XXX: a taken spare that cannot be activated is discarded, not returned to the pool. */
+	outbox_drop(r->outbox, commit);
 	meta_clear(&new_copy);
 	inst_stop(next);
 	(void)pool_retire(r->pool, next_meta.id);
@@ -286,8 +246,8 @@ static void rotate_finish(struct rotate *r, struct rotate_job *job)
 	(void)meta_copy(&r->cur, &new_copy);
 	pthread_mutex_unlock(&r->lock);
 	event_fill(r, &ev, job->event_id, job->reason, job->time_ms, &job->old_meta, &new_copy);
-	deliver(r, &ev, "prepare", CONF_PHASE_PREPARE);
-	deliver(r, &ev, "commit", CONF_PHASE_COMMIT);
+	(void)deliver(r, &ev, "prepare", false);
+	(void)deliver(r, &ev, "commit", false);
 	retire(r, job->old, job->old_meta.id);
 	meta_clear(&new_copy);
 	meta_clear(&job->old_meta);
@@ -437,25 +397,19 @@ void rotate_mux_ops(struct rotate *r, struct mux_rotator *ret)
 }
 
 /*
- * Create the rotator for configuration c and pool; its outbox is
- * <state_dir>/outbox.  Returns 0 or a negative errno.  Main thread.
+ * Create the rotator for configuration c and pool; events go to ob, which
+ * must outlive it.  Returns 0 or -ENOMEM.  Main thread.
  */
-int rotate_new(const struct conf *c, struct pool *pool, struct rotate **ret)
+int rotate_new(const struct conf *c, struct pool *pool, struct outbox *ob, struct rotate **ret)
 {
 	struct rotate *r;
-	int e;
 
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	r->conf = c;
 	r->pool = pool;
-	snprintf(r->outbox, sizeof(r->outbox), "%s/outbox", c->state_dir);
-	e = fsutil_mkdir(r->outbox, 0700);
-	if (e < 0) {
-		free(r);
-		return e;
-	}
+	r->outbox = ob;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	*ret = r;
@@ -481,6 +435,7 @@ int rotate_first(struct rotate *r, struct mux *m, struct inst **ret_inst, struct
 		e = pool_resume(r->pool, active, ret_inst, ret_meta);
 		if (e == 0) {
 			log_notice("rotate: resumed active instance inst=%s", active);
+			outbox_resolve_held(r->outbox, active);
 			set_cur(r, ret_meta);
 			return 0;
 		}
@@ -497,12 +452,17 @@ int rotate_first(struct rotate *r, struct mux *m, struct inst **ret_inst, struct
 		return log_err_errno(e, "rotate: cannot record the active instance");
 	}
 	activated(*ret_inst, ret_meta->id);
+	outbox_resolve_held(r->outbox, ret_meta->id);
 	set_cur(r, ret_meta);
 	event_id_new(id);
 	event_fill(r, &ev, id, "start", now_realtime_ms(), NULL, &r->cur);
 	r->mux = NULL;
-	deliver(r, &ev, "prepare", CONF_PHASE_PREPARE);
-	deliver(r, &ev, "commit", CONF_PHASE_COMMIT);
+	(void)deliver(r, &ev, "prepare", false);
+	/*
+	 * Fast hooks (programs) get the first event before the device
+	 * appears; slow ones (an agent restart needs the device) go on after.
+	 */
+	(void)outbox_wait(r->outbox, deliver(r, &ev, "commit", false), ROTATE_START_WAIT_MS);
 	r->mux = m;
 	log_notice("rotate: activated inst=%s reason=start", ret_meta->id);
 
@@ -527,6 +487,7 @@ void rotate_set_conf(struct rotate *r, const struct conf *c)
 	pthread_mutex_lock(&r->lock);
 	r->conf = c;
 	pthread_mutex_unlock(&r->lock);
+	outbox_set_conf(r->outbox, c);
 }
 
 /* The status file's JSON, malloc'd.  Any thread. */
@@ -540,8 +501,9 @@ int rotate_status(struct rotate *r, char **ret_json)
 	info.pool_ready = pool_ready_count(r->pool);
 	info.pool_size = pool_size(r->pool);
 	pthread_mutex_lock(&r->lock);
+	outbox_stats_get(r->outbox, &info.outbox);
 	info.active = &r->cur;
-	info.events_failed = r->events_failed;
+	info.events_failed = r->events_failed + info.outbox.failed;
 	info.rotation_pending = r->pending[0] != '\0';
 	e = status_encode(&info, ret_json);
 	pthread_mutex_unlock(&r->lock);

@@ -5,6 +5,7 @@
 
 #include "conf.h"
 #include "mux.h"
+#include "outbox.h"
 #include "pool.h"
 
 /*
@@ -16,7 +17,7 @@
 
 struct rotate;
 
-int rotate_new(const struct conf *c, struct pool *pool, struct rotate **ret);
+int rotate_new(const struct conf *c, struct pool *pool, struct outbox *ob, struct rotate **ret);
 void rotate_free(struct rotate *r);
 void rotate_mux_ops(struct rotate *r, struct mux_rotator *ret);
 int rotate_first(struct rotate *r, struct mux *m, struct inst **ret_inst, struct meta *ret_meta);

@@ -61,10 +61,44 @@ static void add_u64(json_object *o, const char *key, uint64_t v)
 	json_object_object_add(o, key, json_object_new_uint64(v));
 }
 
+static void add_str(json_object *o, const char *key, const char *v)
+{
+	json_object_object_add(o, key, json_object_new_string(v));
+}
+
+/* Pending and failed deliveries: counts, the oldest's age, the first few. */
+static json_object *outbox_json(const struct outbox_stats *s)
+{
+	json_object *o = json_object_new_object();
+	json_object *a = json_object_new_array();
+	size_t i;
+
+	add_u64(o, "pending", s->pending);
+	add_u64(o, "failed", s->failed);
+	json_object_object_add(o, "oldest_pending_s",
+			       json_object_new_double((double)s->oldest_pending_ms / 1000.0));
+	for (i = 0; a && i < s->n_items; i++) {
+		const struct outbox_item *it = &s->items[i];
+		json_object *d = json_object_new_object();
+
+		add_str(d, "hook", it->hook);
+		add_str(d, "id", it->id);
+		add_str(d, "phase", it->phase);
+		add_str(d, "state", it->state);
+		add_u64(d, "attempts", it->attempts);
+		add_u64(d, "step", it->step);
+		add_str(d, "error", it->err);
+		json_object_array_add(a, d);
+	}
+	json_object_object_add(o, "deliveries", a);
+
+	return o;
+}
+
 /*
  * The status file: active instance and its identity names, counters,
- * the pool.  One JSON object and a newline, malloc'd into *ret_json.
- * Returns 0 or -ENOMEM.
+ * the pool, the outbox's pending and failed deliveries.  One JSON object
+ * and a newline, malloc'd into *ret_json.  Returns 0 or -ENOMEM.
  */
 int status_encode(const struct status_info *info, char **ret_json)
 {
@@ -89,6 +123,7 @@ int status_encode(const struct status_info *info, char **ret_json)
 	json_object_object_add(o, "last_pause_us", json_object_new_double((double)s->last_pause_ns / 1000.0));
 	json_object_object_add(o, "rotation_pending", json_object_new_boolean(info->rotation_pending));
 	add_u64(o, "events_failed", info->events_failed);
+	json_object_object_add(o, "outbox", outbox_json(&info->outbox));
 	json_object_object_add(slots, "sessions_avail", json_object_new_int64(s->sessions_avail));
 	json_object_object_add(slots, "transient_avail", json_object_new_int64(s->transient_avail));
 	json_object_object_add(slots, "lockout_counter", json_object_new_int64(s->lockout_counter));

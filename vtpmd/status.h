@@ -5,6 +5,7 @@
 
 #include "meta.h"
 #include "mux.h"
+#include "outbox.h"
 
 /* The JSON of the read-only status file. */
 
@@ -15,6 +16,7 @@ struct status_info {
 	unsigned pool_size;
 	uint64_t events_failed;
 	bool rotation_pending;
+	struct outbox_stats outbox;
 };
 
 int status_encode(const struct status_info *info, char **ret_json);
