@@ -11,7 +11,10 @@
  *   vtpmd-bench rot PATH PID STATUS COUNT
  *                                   back-to-back TPM2_ReadPublic(EK) on
  *                                   tpm0 while COUNT rotations are asked
- *                                   of PID with SIGUSR1
+ *                                   of PID with SIGUSR1, one at a time
+ *                                   with the pool full again; the first
+ *                                   answer that differs from the one
+ *                                   before came from the new instance
  *
  * TCTI is "inproc:DIR" (libtpms in this process; TPM2_Startup is sent) or
  * a tpm2-tss TCTI loader string.  Exit status 0, or 1 after a line on
@@ -308,12 +311,13 @@ static int rot_one(struct rot *c, pid_t pid, const char *status)
 	return 0;
 }
 
-static void rot_print(const struct rot *c)
+static void rot_print(const struct rot *c, unsigned asked, int r)
 {
 	size_t i;
 	size_t k = 0;
 
-	printf("{\"op\": \"rotation\", \"samples_us\": [");
+	printf("{\"op\": \"rotation\", \"asked\": %u, \"error\": \"%s\", \"samples_us\": [",
+	       asked, r < 0 ? strerror(-r) : "");
 	for (i = 0; i < c->n; i++)
 		printf("%s%.2f", i ? ", " : "", c->lat_ns[i] / 1000.0);
 	printf("], \"crossing\": [");
@@ -351,8 +355,11 @@ static int mode_rot(const char *path, pid_t pid, const char *status, unsigned co
 	pthread_join(tid, NULL);
 	if (r == 0)
 		r = c.r;
-	if (r == 0)
-		rot_print(&c);
+	/* what was measured up to a failure is still worth reporting */
+	if (c.n > 0) {
+		rot_print(&c, i, r);
+		r = 0;
+	}
 out:
 	if (c.fd >= 0)
 		close(c.fd);

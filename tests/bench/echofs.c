@@ -1,8 +1,12 @@
 /*
- * vtpmd-echofs: the FUSE floor of scripts/bench.  A mount with one file,
- * "echo", whose read returns what the last write put there, served by one
- * thread with libfuse's low-level API: what any FUSE device costs before
- * it does anything.
+ * vtpmd-echofs: the FUSE floor of scripts/bench, served by one thread with
+ * libfuse's low-level API: what any FUSE device costs before it does
+ * anything.  Two files:
+ *
+ *   echo   a read returns what the last write put there
+ *   tpm    a read returns a canned TPM2_GetRandom(16) response to whatever
+ *          was written, in parts when the reader asks for parts, so that
+ *          tpm2-tss' device TCTI and ESYS can run GetRandom against it
  *
  *   vtpmd-echofs MOUNTPOINT        (foreground; SIGTERM unmounts)
  */
@@ -17,11 +21,20 @@
 #include <fuse_lowlevel.h>
 
 #define ECHO_INO 2
+#define ECHO_INO_TPM 3
 #define ECHO_BUF 4096
 
 struct echo {
 	uint8_t buf[ECHO_BUF];
-	size_t len;
+	size_t off;		/* next unread byte */
+	size_t len;		/* unread bytes from off */
+};
+
+/* TPM_ST_NO_SESSIONS, 28 bytes, TPM_RC_SUCCESS, a TPM2B of 16 bytes */
+static const uint8_t echo_getrandom_rsp[28] = {
+	0x80, 0x01, 0x00, 0x00, 0x00, 0x1c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10,
+	0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a,
+	0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a,
 };
 
 static void echo_stat(fuse_ino_t ino, struct stat *st)
@@ -36,15 +49,18 @@ static void echo_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
 
-	if (parent != FUSE_ROOT_ID || strcmp(name, "echo") != 0) {
+	memset(&e, 0, sizeof(e));
+	if (parent == FUSE_ROOT_ID && strcmp(name, "echo") == 0)
+		e.ino = ECHO_INO;
+	else if (parent == FUSE_ROOT_ID && strcmp(name, "tpm") == 0)
+		e.ino = ECHO_INO_TPM;
+	if (!e.ino) {
 		(void)fuse_reply_err(req, ENOENT);
 		return;
 	}
-	memset(&e, 0, sizeof(e));
-	e.ino = ECHO_INO;
 	e.attr_timeout = 1.0;
 	e.entry_timeout = 1.0;
-	echo_stat(ECHO_INO, &e.attr);
+	echo_stat(e.ino, &e.attr);
 	(void)fuse_reply_entry(req, &e);
 }
 
@@ -72,8 +88,14 @@ static void echo_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t s
 		(void)fuse_reply_err(req, E2BIG);
 		return;
 	}
-	memcpy(e->buf, buf, size);
-	e->len = size;
+	if (ino == ECHO_INO_TPM) {
+		memcpy(e->buf, echo_getrandom_rsp, sizeof(echo_getrandom_rsp));
+		e->len = sizeof(echo_getrandom_rsp);
+	} else {
+		memcpy(e->buf, buf, size);
+		e->len = size;
+	}
+	e->off = 0;
 	(void)fuse_reply_write(req, size);
 }
 
@@ -83,8 +105,9 @@ static void echo_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct echo *e = fuse_req_userdata(req);
 	size_t n = size < e->len ? size : e->len;
 
-	(void)fuse_reply_buf(req, (const char *)e->buf, n);
-	e->len = 0;
+	(void)fuse_reply_buf(req, (const char *)e->buf + e->off, n);
+	e->off += n;
+	e->len -= n;
 }
 
 static void echo_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,

@@ -257,6 +257,13 @@ class Bench:
         self.run_rotation(d, p)
         self.stop(p)
 
+    def count_log(self, needle):
+        try:
+            with open(os.path.join(self.tmp, "vtpmd.log"), errors="replace") as f:
+                return sum(1 for line in f if needle in line)
+        except OSError:
+            return None
+
     def run_rotation(self, d, p):
         count = 10 if self.quick else 100
         mnt = os.path.join(d, "mnt")
@@ -265,6 +272,12 @@ class Bench:
         lat = r["samples_us"]
         start = r["start_ms"]
         med = statistics.median(lat)
+        st = self.status(d) or {}
+        if r["error"]:
+            self.res.setdefault("errors", {})["rotation"] = (
+                f"stopped after {r['asked']} of {count} rotations: {r['error']}")
+        if not r["crossing"]:
+            raise RuntimeError("no rotation was seen by the client")
         cross = [lat[i] - med for i in r["crossing"]]
         # the worst command within 20 ms after each swap, for the background cost
         after = []
@@ -282,7 +295,10 @@ class Bench:
             "pause_p50_us": pct(s, 50), "pause_p99_us": pct(s, 99), "pause_max_us": s[-1],
             "window20ms_p50_us": pct(sorted(after), 50),
             "window20ms_max_us": max(after),
-            "daemon_last_pause_us": (self.status(d) or {}).get("last_pause_us"),
+            "daemon_last_pause_us": st.get("last_pause_us"),
+            "asked": r["asked"], "daemon_rotations": st.get("rotations"),
+            "daemon_replays": st.get("replays"),
+            "instance_failures": self.count_log("mux: instance failed"),
         }
         self.samples[("rotation", "cross")] = cross
         self.samples[("rotation", "after")] = after
@@ -442,7 +458,11 @@ class Bench:
                  ("manufacturing", self.run_manufacture)]
         for name, fn in steps:
             log(f"--- {name}")
-            fn()
+            try:
+                fn()
+            except Exception as e:     # one broken step must not lose the others
+                log(f"{name} failed: {e}")
+                self.res.setdefault("errors", {})[name] = str(e)
         self.res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
         return self.res
 
@@ -468,6 +488,9 @@ def targets(res):
     def add(name, figure, goal, ok):
         rows.append((name, figure, goal, "met" if ok else "**missed**"))
 
+    if not all(k in lat for k in ("tpm0", "swtpm", "inproc")) or not all(
+            k in raw for k in ("tpm0", "echo")):
+        return rows
     g_tpm0 = lat["tpm0"]["getrandom"]["median"]
     g_sw = lat["swtpm"]["getrandom"]["median"]
     over = raw["tpm0"]["median"] - raw["echo"]["median"]
@@ -508,6 +531,10 @@ def markdown(res):
                f"{' '.join(m.get('loadavg_end', ['?']))} at the end"
                f"{' (quick mode: few samples)' if m['quick'] else ''}.")
     out.append("")
+    for step, err in res.get("errors", {}).items():
+        out.append(f"- **{step} failed**: {err}")
+    if res.get("errors"):
+        out.append("")
     out.append("### Per-command latency (ESYS call, tpm2-tss TCTI; min / median / p99 / max)")
     out.append("")
     out.append("| operation | target | n | min | median | p99 | max | x floor | x swtpm |")
@@ -521,10 +548,11 @@ def markdown(res):
                                f"{res.get('tpmrm0', 'n/a')} | | | | | |")
                 continue
             s = lat[t][op]
+            floor = lat.get("inproc", {}).get(op, {}).get("median")
+            sw = lat.get("swtpm", {}).get(op, {}).get("median")
             out.append(f"| {OP_NAMES[op]} | {TARGET_NAMES[t]} | {s['n']} | {fmt_us(s['min'])} | "
                        f"{fmt_us(s['median'])} | {fmt_us(s['p99'])} | {fmt_us(s['max'])} | "
-                       f"{ratio(s['median'], lat['inproc'][op]['median'])} | "
-                       f"{ratio(s['median'], lat['swtpm'][op]['median'])} |")
+                       f"{ratio(s['median'], floor)} | {ratio(s['median'], sw)} |")
     out.append("")
     out.append("### Raw device round trip (GetRandom(16) bytes: write, poll, read)")
     out.append("")
@@ -561,6 +589,11 @@ def markdown(res):
                    f"{rot['window20ms_p50_us']:.1f} us | | {rot['window20ms_max_us']:.1f} us |")
         out.append(f"| every command of the run (absolute) | {rot['median_us']:.1f} us | "
                    f"{rot['p99_all_us']:.1f} us | {rot['max_all_us']:.1f} us |")
+        out.append("")
+        out.append(f"Rotations asked: {rot['asked']}; rotations the daemon counted: "
+                   f"{rot['daemon_rotations']} (the first activation is not one); commands "
+                   f"replayed on a fresh instance: {rot['daemon_replays']}; \"instance "
+                   f"failed\" lines in the daemon's log: {rot['instance_failures']}.")
     mf = res.get("manufacture")
     if mf:
         out.append("")
