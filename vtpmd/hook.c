@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/pidfd.h>
 #include <sys/wait.h>
@@ -469,4 +470,61 @@ int hook_exec(char *const argv[], char *const envp[], const char *input, size_t 
 
 	hook_result_fill(&run, start, ret);
 	return 0;
+}
+
+/*
+ * argv behind "setpriv --reuid --regid --clear-groups --", into out
+ * (HOOK_ARGS_MAX entries, with the number strings in ids).  posix_spawn
+ * cannot change the user, and fork in this multithreaded daemon would copy
+ * its locks in whatever state other threads hold them; setpriv does the
+ * setgroups/setresgid/setresuid in a single-threaded process of its own and
+ * passes the environment on untouched.
+ */
+static int hook_argv_as(char *const argv[], const struct hook_cred *cred,
+			char ids[2][32], char *out[HOOK_ARGS_MAX])
+{
+	size_t n = 0;
+	size_t i;
+
+	(void)snprintf(ids[0], sizeof(ids[0]), "--reuid=%u", (unsigned)cred->uid);
+	(void)snprintf(ids[1], sizeof(ids[1]), "--regid=%u", (unsigned)cred->gid);
+	out[n++] = (char *)HOOK_SETPRIV;
+	out[n++] = ids[0];
+	out[n++] = ids[1];
+	out[n++] = (char *)"--clear-groups";
+	out[n++] = (char *)"--";
+	for (i = 0; argv[i]; i++) {
+		if (n + 1 >= HOOK_ARGS_MAX)
+			return -E2BIG;
+		out[n++] = argv[i];
+	}
+	out[n] = NULL;
+
+	return 0;
+}
+
+/*
+ * hook_exec(), with the program run as cred's user and group (NULL: as the
+ * daemon's).  Also -E2BIG when argv and setpriv's words pass
+ * HOOK_ARGS_MAX, and a failure to run setpriv shows as a non-zero exit.
+ * Same context as hook_exec().
+ */
+int hook_exec_as(char *const argv[], char *const envp[], const char *input, size_t len,
+		 uint64_t timeout_ms, const struct hook_cred *cred, struct hook_result *ret)
+{
+	char *as[HOOK_ARGS_MAX];
+	char ids[2][32];
+	int r;
+
+	assert(argv);
+
+	if (!cred)
+		return hook_exec(argv, envp, input, len, timeout_ms, ret);
+	if (!argv[0] || argv[0][0] != '/')
+		return -EINVAL;
+	r = hook_argv_as(argv, cred, ids, as);
+	if (r < 0)
+		return r;
+
+	return hook_exec(as, envp, input, len, timeout_ms, ret);
 }

@@ -27,3 +27,20 @@ struct hook_result {
 
 int hook_exec(char *const argv[], char *const envp[], const char *input, size_t len,
 	      uint64_t timeout_ms, struct hook_result *ret);
+
+/* Who a hook program runs as, when not as the daemon's own user. */
+struct hook_cred {
+	uid_t uid;
+	gid_t gid;		/* its only group: supplementary groups are cleared */
+};
+
+/*
+ * setpriv(1) switches to a hook's user between posix_spawn and the program.
+ * XXX: the daemon's hook runners (outbox.c, keylime.c) still call
+ * hook_exec(), so [hook.NAME] user is parsed but not applied yet.
+ */
+#define HOOK_SETPRIV "/usr/bin/setpriv"
+#define HOOK_ARGS_MAX 64		/* words of a program's argv, setpriv's included */
+
+int hook_exec_as(char *const argv[], char *const envp[], const char *input, size_t len,
+		 uint64_t timeout_ms, const struct hook_cred *cred, struct hook_result *ret);
