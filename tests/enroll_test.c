@@ -502,6 +502,22 @@ TEST_F_TIMEOUT(enroll, hanging_hook_does_not_hold_back_others, 60)
 	EXPECT_EQ(stub_lines(self), 1);
 }
 
+TEST_F_TIMEOUT(enroll, keylime_ca_prints_the_ca_of_the_ek_certificates, 60)
+{
+	const char *src = getenv("VTPMD_SOURCE_ROOT");
+
+	start(&self->d, NULL);
+	ASSERT_EQ(vd_sh("set -e; ca=$('%s/scripts/keylime-ca' -c '%s' --install '%s'); "
+			"[ \"$ca\" = '%s/ca/ca.pem' ]; cmp \"$ca\" '%s/vtpmd-ek-ca.pem'; "
+			"python3 -c 'import json,sys,base64; "
+			"sys.stdout.buffer.write(base64.b64decode(json.load(open(sys.argv[1]))[\"new\"][\"ek_cert\"]))' "
+			"\"$(ls '%s'/*-commit.json | head -n1)\" > '%s/ek.der'; "
+			"openssl verify -CAfile \"$ca\" <(openssl x509 -inform der -in '%s/ek.der')",
+			src ? src : ".", self->d.conf, self->pki, self->d.state, self->pki,
+			self->d.events, self->pki, self->pki), 0);
+	EXPECT_NE(vd_sh("'%s/scripts/keylime-ca' -c '%s/none.conf'", src ? src : ".", self->d.dir), 0);
+}
+
 /* vtpmd -n on a config with one bad hook: exit 1 and a message naming the problem. */
 static int check_conf(struct vd *d, const char *hook, const char *want)
 {
