@@ -253,9 +253,66 @@ static int mf_da_warm_up(ESYS_CONTEXT *esys, TSS2_RC *ret_rc)
 	return 0;
 }
 
+/* One TPM property (TPM2_PT_*) from TPM2_GetCapability, or -EIO. */
+static int mf_property(ESYS_CONTEXT *esys, uint32_t prop, uint32_t *ret)
+{
+	TPMS_CAPABILITY_DATA *cap = NULL;
+	TPML_TAGGED_TPM_PROPERTY *l;
+	TSS2_RC rc;
+	int r = -EIO;
+
+	rc = Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				TPM2_CAP_TPM_PROPERTIES, prop, 1, NULL, &cap);
+	if (rc == TSS2_RC_SUCCESS) {
+		l = &cap->data.tpmProperties;
+		if (l->count == 1 && l->tpmProperty[0].property == prop) {
+			*ret = l->tpmProperty[0].value;
+			r = 0;
+		}
+	}
+	Esys_Free(cap);
+
+	return r;
+}
+
 /*
- * Run TPM2_Startup(CLEAR) on the engine, lock the platform hierarchy again,
- * since Startup(CLEAR) resets platformAuth to empty (Part 3, 9.3.1), and take
+ * TPM2_Startup after a crash (no orderly shutdown) counts one failed
+ * authorisation when DA had been used (Part 1, 19.8.6), and it always has:
+ * mf_da_warm_up() uses it right after every Startup.  So each crash of
+ * vtpmd would move the TPM one step toward TPM_RC_LOCKOUT, and a few
+ * crashes would lock out an agent that never failed an authorisation.
+ * Undo that with TPM2_DictionaryAttackLockReset under the lockout
+ * hierarchy's empty authValue.  The counter cannot say which failures the
+ * crash added, so failures counted before a crash are forgiven too.  When
+ * a client set a lockout authValue the reset is not tried (a wrong one
+ * would lock the lockout hierarchy), and the rotation policy's lockout
+ * watermark stays the safety net.
+ */
+static int mf_da_forgive_crash(ESYS_CONTEXT *esys, TSS2_RC *ret_rc)
+{
+	uint32_t counter;
+	uint32_t perm;
+	TSS2_RC rc;
+
+	if (mf_property(esys, TPM2_PT_LOCKOUT_COUNTER, &counter) < 0 ||
+	    mf_property(esys, TPM2_PT_PERMANENT, &perm) < 0)
+		return -EIO;
+	if (counter == 0 || (perm & TPMA_PERMANENT_LOCKOUTAUTHSET))
+		return 0;
+	rc = Esys_DictionaryAttackLockReset(esys, ESYS_TR_RH_LOCKOUT, ESYS_TR_PASSWORD,
+					    ESYS_TR_NONE, ESYS_TR_NONE);
+	if (rc != TSS2_RC_SUCCESS) {
+		*ret_rc = rc;
+		return -EIO;
+	}
+
+	return 0;
+}
+
+/*
+ * Run TPM2_Startup(CLEAR) on the engine, take back the DA failure the
+ * crash before it counted, lock the platform hierarchy again, since
+ * Startup(CLEAR) resets platformAuth to empty (Part 3, 9.3.1), and take
  * the DA-used RETRY.  The engine must not be started yet.  Prints nothing.
  * Returns 0, or -EIO with the TPM response code in *ret_rc, or -ENOMEM.
  * Instance process.
@@ -282,6 +339,8 @@ int manufacture_startup(struct engine *e, uint32_t *ret_rc)
 	r = rc == TSS2_RC_SUCCESS ? 0 : -EIO;
 	if (r < 0)
 		*ret_rc = rc;
+	if (r == 0)
+		r = mf_da_forgive_crash(esys, ret_rc);
 	if (r == 0)
 		r = mf_lock_platform(esys, ret_rc);
 	if (r == 0)

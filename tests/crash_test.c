@@ -270,6 +270,8 @@ TEST_F_TIMEOUT(crash, sigkill_under_load_and_rotation_keeps_an_announced_identit
 		TEST_LOG("round %d: SIGKILL %u ms after a rotation request", round, delay);
 		(void)vd_stop(&self->d, SIGKILL);
 		vd_sh("kill $(cat %s/load.pid) 2>/dev/null; wait; true", self->d.dir);
+		ASSERT_EQ(vd_sh("cd %s/instances && ls -d *.tmp > %s/half-made 2>/dev/null; true",
+				self->d.state, self->d.dir), 0);
 		start(&self->d, NULL, NULL);
 		ASSERT_EQ(vd_getrandom_rc(&self->d), 0u);
 		vd_status_active(&self->d, active, sizeof(active));
@@ -277,9 +279,37 @@ TEST_F_TIMEOUT(crash, sigkill_under_load_and_rotation_keeps_an_announced_identit
 		EXPECT_EQ(vd_sh("for i in $(seq 100); do grep -lq '\"instance\":\"%s\"' "
 				"%s/*-commit.json 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
 				active, self->d.events), 0);
-		EXPECT_NE(vd_sh("ls -d %s/instances/*.tmp 2>/dev/null | grep -q .",
-				self->d.state), 0);
+		/* half-made instances from before the kill are gone */
+		EXPECT_EQ(vd_sh("cd %s/instances && for i in $(cat %s/half-made); do "
+				"[ -e $i ] && echo left: $i && exit 1; done; exit 0",
+				self->d.state, self->d.dir), 0);
 	}
+}
+
+/*
+ * Each crash would count one DA failure at the next TPM2_Startup; five in a
+ * row (maxTries is 3) must neither lock the TPM out nor rotate it away.
+ */
+TEST_F_TIMEOUT(crash, repeated_sigkills_do_not_walk_into_da_lockout, 300)
+{
+	char first[128];
+	char now[128];
+	int i;
+
+	start(&self->d, "", NULL);
+	vd_status_active(&self->d, first, sizeof(first));
+	for (i = 0; i < 5; i++) {
+		ASSERT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s; cd %s; "
+				"tpm2_quote -Q -c " AK " -l sha256:0 -q 1234 -m m -s s -g sha256 && "
+				"tpm2_getcap properties-variable | grep -qx 'TPM2_PT_LOCKOUT_COUNTER: 0x0'", self->d.tpm0, self->d.dir), 0);
+		(void)vd_stop(&self->d, SIGKILL);
+		start(&self->d, NULL, NULL);
+	}
+	vd_status_active(&self->d, now, sizeof(now));
+	EXPECT_STREQ(first, now);
+	EXPECT_EQ(vd_status_num(&self->d, "rotations"), 0);
+	EXPECT_EQ(vd_sh("TPM2TOOLS_TCTI=device:%s tpm2_getcap properties-variable | "
+			"grep -qx 'TPM2_PT_LOCKOUT_COUNTER: 0x0'", self->d.tpm0), 0);
 }
 
 #if defined(__SANITIZE_ADDRESS__)
