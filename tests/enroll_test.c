@@ -217,7 +217,7 @@ static bool outbox_drained(struct vd *d, int secs)
 }
 
 static void keylime_conf(struct harness_fx_enroll *self, char *buf, size_t size,
-			 const char *extra)
+			 const char *timeout, const char *extra)
 {
 	const char *src = getenv("VTPMD_SOURCE_ROOT");
 	const char *p = self->pki;
@@ -228,10 +228,10 @@ static void keylime_conf(struct harness_fx_enroll *self, char *buf, size_t size,
 		 "tls_ca = %s/ca.pem\ntls_cert = %s/client.pem\ntls_key = %s/client.key\n"
 		 "agent_restart = %s/tests/helpers/fake-agent-restart %s/calls.log "
 		 "https://127.0.0.1:%d " UUID " %s/ca.pem %s/client.pem %s/client.key\n"
-		 "timeout = 10s\nretries = 20\nretry_delay = 200ms\nretry_max_delay = 1s\n%s",
+		 "timeout = %s\nretries = 20\nretry_delay = 200ms\nretry_max_delay = 1s\n%s",
 		 stub_port(self, "verifier"), stub_port(self, "registrar"), p, p, p,
 		 src ? src : ".", self->stub, stub_port(self, "registrar"), p, p, p,
-		 extra ? extra : "");
+		 timeout, extra ? extra : "");
 }
 
 static void start(struct vd *d, const char *extra)
@@ -267,7 +267,7 @@ TEST_F_TIMEOUT(enroll, keylime_rotation_calls_in_order, 150)
 	int skip;
 
 	ASSERT_EQ(stub_start(self, "keylime", true), 0);
-	keylime_conf(self, conf, sizeof(conf), NULL);
+	keylime_conf(self, conf, sizeof(conf), "10s", NULL);
 	start(&self->d, conf);
 	ASSERT_TRUE(outbox_drained(&self->d, 60));
 	stub_calls(self, 0, calls, sizeof(calls));
@@ -307,7 +307,7 @@ TEST_F_TIMEOUT(enroll, sigkill_between_phases_delivers_commit_after_restart, 150
 	int i;
 
 	ASSERT_EQ(stub_start(self, "keylime", true), 0);
-	keylime_conf(self, conf, sizeof(conf), NULL);
+	keylime_conf(self, conf, sizeof(conf), "10s", NULL);
 	start(&self->d, conf);
 	ASSERT_TRUE(outbox_drained(&self->d, 60));
 	skip = stub_lines(self);
@@ -338,6 +338,38 @@ TEST_F_TIMEOUT(enroll, sigkill_between_phases_delivers_commit_after_restart, 150
 	EXPECT_NE_NULL(strstr(calls, "verifier:POST:200 verifier:GET:200"));
 	EXPECT_EQ(strcmp(calls + strlen(calls) - strlen("verifier:GET:200"), "verifier:GET:200"), 0);
 	EXPECT_EQ(vd_status_num(&self->d, "failed"), 0);
+}
+
+TEST_F_TIMEOUT(enroll, keylime_bad_answers_are_retried_from_the_failed_step, 120)
+{
+	char conf[4096];
+	char calls[4096];
+
+	/* The registrar first refuses to delete, then answers junk, then too much. */
+	ASSERT_EQ(stub_control(self, "{\"fail\": {\"registrar DELETE\": 500}}"), 0);
+	ASSERT_EQ(stub_start(self, "keylime", true), 0);
+	/* Short steps: a poll that only gets junk gives up soon. */
+	keylime_conf(self, conf, sizeof(conf), "2s", "phase = commit\n");
+	start(&self->d, conf);
+	ASSERT_GE(vd_wait_num(&self->d, "attempts", 2), 2);
+	stub_calls(self, 0, calls, sizeof(calls));
+	EXPECT_STREQ(calls, "registrar:DELETE:500");
+	ASSERT_EQ(stub_control(self, "{\"garbage\": {\"registrar GET\": \"text\"}}"), 0);
+	ASSERT_EQ(vd_sh("for i in $(seq 100); do grep -q 'not a Keylime JSON object' '%s' && exit 0; "
+			"sleep 0.1; done; exit 1", self->d.log), 0);
+	ASSERT_EQ(stub_control(self, "{\"garbage\": {\"registrar GET\": \"huge\"}}"), 0);
+	ASSERT_EQ(vd_sh("for i in $(seq 100); do grep -q 'response larger than 262144 bytes' '%s' && "
+			"exit 0; sleep 0.1; done; exit 1", self->d.log), 0);
+	ASSERT_EQ(stub_control(self, "{}"), 0);
+	ASSERT_TRUE(outbox_drained(&self->d, 60));
+	stub_calls(self, 0, calls, sizeof(calls));
+	TEST_LOG("calls: %s", calls);
+	/* Deleted once (nothing was registered yet), restarted once: retries resumed. */
+	EXPECT_EQ(count_word(calls, "registrar:DELETE:404"), 1);
+	EXPECT_EQ(count_word(calls, "agent:RESTART:0"), 1);
+	EXPECT_EQ(strncmp(calls, "registrar:DELETE:500 registrar:DELETE:404 agent:RESTART:0", 57), 0);
+	EXPECT_EQ(strcmp(calls + strlen(calls) - strlen("verifier:POST:200 verifier:GET:200"),
+			 "verifier:POST:200 verifier:GET:200"), 0);
 }
 
 /* A webhook sink hook with extra keys. */
@@ -516,6 +548,30 @@ TEST_F_TIMEOUT(enroll, keylime_ca_prints_the_ca_of_the_ek_certificates, 60)
 			src ? src : ".", self->d.conf, self->pki, self->d.state, self->pki,
 			self->d.events, self->pki, self->pki), 0);
 	EXPECT_NE(vd_sh("'%s/scripts/keylime-ca' -c '%s/none.conf'", src ? src : ".", self->d.dir), 0);
+}
+
+TEST_F_TIMEOUT(enroll, webhook_timeout_fails_for_good_and_shows_in_status, 60)
+{
+	char conf[1024];
+	char st[16384];
+	char path[400];
+	int port;
+
+	port = hang_start(self);
+	ASSERT_GT(port, 0);
+	snprintf(conf, sizeof(conf), "[hook.hang]\nurl = https://127.0.0.1:%d/\ntimeout = 1s\n"
+		 "retries = 1\nretry_delay = 100ms\nretry_max_delay = 100ms\n", port);
+	start(&self->d, conf);
+	ASSERT_GE(vd_wait_num(&self->d, "failed", 2), 2);
+	EXPECT_EQ(vd_status_num(&self->d, "pending"), 0);
+	snprintf(path, sizeof(path), "%s/status", self->d.mnt);
+	ASSERT_GT(vd_read(path, st, sizeof(st)), 0);
+	EXPECT_NE_NULL(strstr(st, "\"state\": \"failed\""));
+	EXPECT_NE_NULL(strstr(st, "timed out"));
+	EXPECT_EQ(vd_sh("grep -q 'retries exhausted hook=hang .*phase=commit attempt=2' '%s'",
+			self->d.log), 0);
+	/* Failed deliveries stay on disk, for the next start or SIGHUP. */
+	EXPECT_EQ(vd_sh("[ $(ls '%s/outbox' | grep -c '\\.state$') = 2 ]", self->d.state), 0);
 }
 
 /* vtpmd -n on a config with one bad hook: exit 1 and a message naming the problem. */

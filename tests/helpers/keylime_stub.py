@@ -8,7 +8,7 @@ Writes DIR/<name>.port for each server (registrar, verifier; or sink) and
 appends one JSON line per request to DIR/calls.log.  DIR/control.json, read
 at every request, scripts failures:
   {"fail": {"verifier POST": 503, "sink": 302}, "refuse_until": <unix time>,
-   "huge": true}
+   "huge": true, "garbage": {"registrar GET": "text" or "huge"}}
 """
 import json
 import os
@@ -90,6 +90,10 @@ class Handler(BaseHTTPRequestHandler):
             code = 503
         if code:
             return self.reply(code, extra={"scripted": True})
+        junk = ctl.get("garbage", {}).get(self.side + " " + self.command)
+        if junk:
+            raw = b"x" * (2 << 20) if junk == "huge" else b"<html>not json</html>"
+            return self.reply(200, raw=raw, extra={"scripted": True})
         if self.side == "sink":
             return self.sink(body, ctl)
         if not self.path.startswith(API):
