@@ -305,6 +305,9 @@ static void scan_entry(struct outbox *o, const char *name)
 	if (sscanf(name, "%16" SCNu64 "-%32[0-9a-f]-%7[a-z].%5[a-z]", &seq, id, phase, ext) != 4 ||
 	    (strcmp(phase, "prepare") != 0 && strcmp(phase, "commit") != 0))
 		return;
+	/* Numbers stay unique and in order, past unreadable records too. */
+	if (seq >= o->next_seq)
+		o->next_seq = seq + 1;
 	snprintf(path, sizeof(path), "%s/%.*s.json", o->dir, (int)(strrchr(name, '.') - name), name);
 	if (strcmp(ext, "state") == 0) {
 		if (access(path, F_OK) < 0 && errno == ENOENT)
