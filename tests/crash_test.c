@@ -38,12 +38,17 @@ FIXTURE_SETUP(crash)
 
 FIXTURE_TEARDOWN(crash)
 {
+	char tmpfs[sizeof(self->d.state)];
+
 	if (getenv("VTPMD_TEST_VERBOSE"))
 		vd_sh("tail -n 60 '%s'", self->d.log);
 	if (self->d.pid > 0)
 		(void)vd_stop(&self->d, SIGTERM);
 	if (self->d.dir[0])
 		EXPECT_TRUE(vd_sanitizer_clean(&self->d));
+	snprintf(tmpfs, sizeof(tmpfs), "%s", self->d.state);
+	if (self->d.dir[0])
+		(void)umount2(tmpfs, MNT_DETACH);	/* the disk-full test's tmpfs, if left */
 	vd_cleanup(&self->d);
 }
 
@@ -310,6 +315,60 @@ TEST_F_TIMEOUT(crash, repeated_sigkills_do_not_walk_into_da_lockout, 300)
 	EXPECT_EQ(vd_status_num(&self->d, "rotations"), 0);
 	EXPECT_EQ(vd_sh("TPM2TOOLS_TCTI=device:%s tpm2_getcap properties-variable | "
 			"grep -qx 'TPM2_PT_LOCKOUT_COUNTER: 0x0'", self->d.tpm0), 0);
+}
+
+/* Every instance that is not half-made has its whole state and metadata. */
+static int instances_complete(struct vd *d)
+{
+	return vd_sh("cd %s/instances && for i in *; do case $i in *.tmp) continue;; esac; "
+		     "for f in meta $(ls $i); do [ -s $i/$f ] || [ $f = activated ] || "
+		     "{ echo incomplete: $i/$f; exit 1; }; done; done; exit 0", d->state);
+}
+
+/*
+ * A full state file system: refill and the clean stop's save fail with
+ * clear errors, the active instance goes on serving, nothing half-written
+ * is left behind, and the pool refills once space is back.  A read-only
+ * one refuses the start.
+ */
+TEST_F_TIMEOUT(crash, full_or_read_only_state_dir_gives_clear_errors, 300)
+{
+	char before[128];
+	char after[128];
+
+	ASSERT_EQ(mkdir(self->d.state, 0700), 0);
+	ASSERT_EQ(vd_sh("mount -t tmpfs -o size=1m,mode=0700 vtpmd-test %s", self->d.state), 0);
+	start(&self->d, "", NULL);
+	ASSERT_GE(vd_wait_num(&self->d, "ready", 2), 2);
+	vd_status_active(&self->d, before, sizeof(before));
+	/* fill it up, then ask for two rotations: refill has no room */
+	vd_sh("dd if=/dev/zero of=%s/filler bs=4k 2>/dev/null; df -k %s | tail -1",
+	      self->d.state, self->d.state);
+	kill(self->d.pid, SIGUSR1);
+	EXPECT_EQ(vd_sh("for i in $(seq 100); do grep -q 'err=\"No space left on device\"' %s && "
+			"exit 0; sleep 0.1; done; exit 1", self->d.log), 0);
+	vd_sh("grep -E 'No space left' %s | cut -c1-160", self->d.log);
+	/* a rotation that cannot be recorded is not made: the identity stays */
+	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
+	vd_status_active(&self->d, after, sizeof(after));
+	EXPECT_STREQ(before, after);
+	EXPECT_EQ(vd_stop(&self->d, SIGTERM), 0);
+	EXPECT_EQ(instances_complete(&self->d), 0);
+
+	/* space is back: the same identity resumes and the pool refills */
+	ASSERT_EQ(vd_sh("rm -f %s/filler", self->d.state), 0);
+	start(&self->d, NULL, NULL);
+	vd_status_active(&self->d, after, sizeof(after));
+	EXPECT_STREQ(before, after);
+	EXPECT_GE(vd_wait_num(&self->d, "ready", 2), 2);
+	EXPECT_EQ(instances_complete(&self->d), 0);
+	EXPECT_EQ(vd_stop(&self->d, SIGTERM), 0);
+
+	ASSERT_EQ(vd_sh("mount -o remount,ro %s", self->d.state), 0);
+	EXPECT_EQ(vd_start(&self->d), -ECHILD);
+	EXPECT_EQ(vd_sh("grep -q 'cannot open the lock file.*Read-only file system' %s",
+			self->d.log), 0);
+	vd_sh("umount %s", self->d.state);
 }
 
 #if defined(__SANITIZE_ADDRESS__)
