@@ -620,6 +620,10 @@ TEST_F(enroll, config_check_refuses_bad_hooks)
 	EXPECT_EQ(check_conf(&self->d, "type = keylime\nverifier = https://v\nregistrar = https://r\n"
 			     "agent_uuid = a\nagent_restart = /bin/true\naccept_tpm_hash_algs = sha256,",
 			     "comma-separated list"), 0);
+	EXPECT_EQ(check_conf(&self->d, "type = keylime\nverifier = https://v/?x=1\nregistrar = https://r\n"
+			     "agent_uuid = a\nagent_restart = /bin/true", "without a query"), 0);
+	EXPECT_EQ(check_conf(&self->d, "type = keylime\nverifier = https://v\nregistrar = https://r\n"
+			     "agent_uuid = a/b\nagent_restart = /bin/true", "agent_uuid: 1 to 255"), 0);
 	EXPECT_EQ(check_conf(&self->d, "url = https://h/\nretry_delay = 5s\nretry_max_delay = 1s",
 			     "retry_max_delay must not be shorter"), 0);
 }

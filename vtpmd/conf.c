@@ -1314,6 +1314,10 @@ static int hook_check_keylime(struct conf_ctx *ctx, const struct conf_hook *h)
 		r = hook_need(ctx, h, "agent_restart", h->restart_argv);
 	if (r < 0)
 		return r;
+	if (strchr(h->verifier, '?') || strchr(h->registrar, '?'))
+		return conf_error(ctx, -EINVAL, hook_line(ctx, strchr(h->verifier, '?') ?
+				  "verifier" : "registrar"),
+				  "verifier and registrar are base URLs, without a query");
 	if (!is_name(h->agent_uuid, strlen(h->agent_uuid), 255))
 		return conf_error(ctx, -EINVAL, hook_line(ctx, "agent_uuid"),
 				  "agent_uuid: 1 to 255 of A-Z a-z 0-9 _ -");

@@ -709,37 +709,50 @@ static struct dlv *pick(struct outbox *o, struct rec **ret_rec, uint64_t *wake_m
 }
 
 /*
+ * Make one attempt of the next due delivery, if any: true if one was made.
+ * *wake_ms is lowered to when the next one is due.  Called and returns
+ * under o->lock, which it drops during the attempt.
+ */
+static bool deliver_next(struct outbox *o, uint64_t *wake_ms)
+{
+	char err[OUTBOX_ERR_MAX];
+	const struct conf_hook *h;
+	struct rec *rec;
+	struct dlv *d;
+	uint64_t t0;
+	int r;
+
+	fail_orphans(o);
+	d = pick(o, &rec, wake_ms);
+	if (!d)
+		return false;
+	h = hook_find(o->conf, d->hook);
+	pthread_mutex_unlock(&o->lock);
+	t0 = mono_ms();
+	r = attempt(o, h, rec, d, err, sizeof(err));
+	pthread_mutex_lock(&o->lock);
+	settle(o, h, rec, d, r, err, mono_ms() - t0);
+
+	return true;
+}
+
+/*
  * XXX: one thread delivers for every hook, so a hook that hangs until its
  * timeout holds back the other hooks' deliveries (README, Known gaps).
  */
 static void *outbox_main(void *arg)
 {
-	char err[OUTBOX_ERR_MAX];
 	struct outbox *o = arg;
-	const struct conf_hook *h;
 	struct timespec ts;
-	struct rec *rec;
-	struct dlv *d;
 	uint64_t wake;
-	uint64_t t0;
-	int r;
 
 	pthread_mutex_lock(&o->lock);
 	while (!o->stop) {
-		fail_orphans(o);
 		wake = mono_ms() + 60000;
-		d = pick(o, &rec, &wake);
-		if (!d) {
-			abs_deadline(wake - mono_ms(), &ts);
-			pthread_cond_timedwait(&o->wake, &o->lock, &ts);
+		if (deliver_next(o, &wake))
 			continue;
-		}
-		h = hook_find(o->conf, d->hook);
-		pthread_mutex_unlock(&o->lock);
-		t0 = mono_ms();
-		r = attempt(o, h, rec, d, err, sizeof(err));
-		pthread_mutex_lock(&o->lock);
-		settle(o, h, rec, d, r, err, mono_ms() - t0);
+		abs_deadline(wake > mono_ms() ? wake - mono_ms() : 0, &ts);
+		pthread_cond_timedwait(&o->wake, &o->lock, &ts);
 	}
 	pthread_mutex_unlock(&o->lock);
 

@@ -25,17 +25,6 @@ int webhook_global_init(void)
 	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
 }
 
-/*
- * Copy url into buf without its query string or fragment, which may carry
- * secrets and are never logged.  Any thread.
- */
-void webhook_url_for_log(const char *url, char *buf, size_t size)
-{
-	size_t n = strcspn(url, "?#");
-
-	snprintf(buf, size, "%.*s%s", (int)n, url, url[n] ? "?…" : "");
-}
-
 static size_t sink_write(char *data, size_t size, size_t nmemb, void *userdata)
 {
 	struct webhook_sink *s = userdata;

@@ -25,4 +25,3 @@ int webhook_request(const struct conf_hook *h, const char *method, const char *u
 		    const char *body, struct webhook_reply *ret);
 void webhook_reply_clear(struct webhook_reply *reply);
 int webhook_post_event(const struct conf_hook *h, const char *json, struct webhook_reply *ret);
-void webhook_url_for_log(const char *url, char *buf, size_t size);
