@@ -38,6 +38,7 @@
 #define BENCH_MAX_CLIENTS 64
 #define BENCH_ROT_MAX_SAMPLES (4u << 20)
 #define BENCH_ROT_TIMEOUT_MS 10000
+#define BENCH_REFILL_TIMEOUT_MS 60000
 #define BENCH_EK_ECC 0x81010002u
 
 /* TPM2_GetRandom(16), TPM_ST_NO_SESSIONS */
@@ -295,7 +296,7 @@ static int rot_one(struct rot *c, pid_t pid, const char *status)
 	int waited;
 
 	for (waited = 0; !pool_is_full(status); waited += 5) {
-		if (waited > BENCH_ROT_TIMEOUT_MS || atomic_load(&c->stop))
+		if (waited > BENCH_REFILL_TIMEOUT_MS || atomic_load(&c->stop))
 			return -ETIMEDOUT;
 		sleep_ms(5);
 	}

@@ -66,11 +66,14 @@ class Bench:
         self.quick = quick
         self.client = os.path.join(self.build, "tests/bench/vtpmd-bench")
         self.echofs = os.path.join(self.build, "tests/bench/vtpmd-echofs")
+        self.ipcbench = os.path.join(self.build, "tests/bench/vtpmd-ipcbench")
         self.vtpmd = os.path.join(self.build, "vtpmd/vtpmd")
         self.helper = os.path.join(self.build, "vtpmd/vtpmd-instance")
         self.tmp = tempfile.mkdtemp(prefix="vtpmd-bench.")
         self.procs = []
         self.mounts = []
+        self.dbus_pid = None
+        self.vd = None
         self.samples = {}       # (target, op) -> [us]
         self.res = {"latency": {}, "raw": {}, "throughput": {}, "notes": []}
         n = {"getrandom": 2000, "quote_ecc": 300, "quote_rsa": 100, "create_load_flush": 150}
@@ -100,6 +103,11 @@ class Bench:
     def cleanup(self):
         for p in list(self.procs):
             self.stop(p)
+        if self.dbus_pid:
+            try:
+                os.kill(self.dbus_pid, signal.SIGTERM)
+            except OSError:
+                pass
         for m in self.mounts:
             subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -121,19 +129,13 @@ class Bench:
         return False
 
     # ---- latency -----------------------------------------------------
-    def latency(self, target, tcti, env=None):
-        for op in OPS:
-            d = self.run_client("lat", tcti, op, self.n[op], env=env)[0]
-            self.samples[(target, op)] = d["samples_us"]
-            self.res["latency"].setdefault(target, {})[op] = summary(d["samples_us"])
-            log(f"{target} {op}: median {self.res['latency'][target][op]['median']:.1f} us")
+    def lat_round(self, target, tcti, op, n, env=None):
+        d = self.run_client("lat", tcti, op, n, env=env)[0]
+        self.samples.setdefault((target, op), []).extend(d["samples_us"])
 
-    def raw(self, name, path):
-        n = self.n["getrandom"]
+    def raw_round(self, name, path, n):
         d = self.run_client("raw", path, n)[0]
-        self.samples[(name, "raw")] = d["samples_us"]
-        self.res["raw"][name] = summary(d["samples_us"])
-        log(f"raw {name}: median {self.res['raw'][name]['median']:.1f} us")
+        self.samples.setdefault((name, "raw"), []).extend(d["samples_us"])
 
     def throughput(self, target, tcti, env=None):
         secs = 0.5 if self.quick else 2.0
@@ -145,61 +147,111 @@ class Bench:
                     str(clients)] = rate
                 log(f"{target} {op} x{clients}: {rate:.0f}/s")
 
-    # ---- the floors and swtpm ----------------------------------------
-    def run_inproc(self):
-        d = os.path.join(self.tmp, "inproc")
-        for op in OPS:
-            # libtpms is process-global: a fresh process (and TPM) per op
-            sub = os.path.join(d, op)
-            os.makedirs(sub)
-            r = self.run_client("lat", f"inproc:{sub}", op, self.n[op])[0]
-            self.samples[("inproc", op)] = r["samples_us"]
-            self.res["latency"].setdefault("inproc", {})[op] = summary(r["samples_us"])
-            log(f"inproc {op}: median {self.res['latency']['inproc'][op]['median']:.1f} us")
-
-    def run_echo(self):
+    # ---- the targets ---------------------------------------------------
+    def start_echo(self):
         mnt = os.path.join(self.tmp, "echo")
         os.makedirs(mnt)
-        p = self.spawn([self.echofs, mnt], log_name="echofs.log")
+        self.spawn([self.echofs, mnt], log_name="echofs.log")
         self.mounts.append(mnt)
         if not self.wait_for(lambda: os.path.exists(os.path.join(mnt, "echo")), 10):
             raise RuntimeError("the FUSE echo floor did not mount")
-        self.raw("echo", os.path.join(mnt, "echo"))
-        self.stop(p)
+        return mnt
 
-    def run_swtpm(self):
-        d = os.path.join(self.tmp, "swtpm")
+    def start_swtpm(self, name):
+        d = os.path.join(self.tmp, name)
         os.makedirs(d)
         sock = os.path.join(d, "sock")
-        sw = self.spawn(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={d}",
-                         "--server", f"type=unixio,path={sock}",
-                         "--ctrl", f"type=unixio,path={sock}.ctrl",
-                         "--flags", "startup-clear,not-need-init"], log_name="swtpm.log")
+        self.spawn(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={d}",
+                    "--server", f"type=unixio,path={sock}",
+                    "--ctrl", f"type=unixio,path={sock}.ctrl",
+                    "--flags", "startup-clear,not-need-init"], log_name=f"{name}.log")
         if not self.wait_for(lambda: os.path.exists(sock), 10):
             raise RuntimeError("swtpm did not start")
-        self.latency("swtpm", f"swtpm:path={sock}")
-        self.res["swtpm_version"] = subprocess.run(
-            ["swtpm", "--version"], capture_output=True, text=True).stdout.strip()
+        return sock
 
+    def start_abrmd(self, sock):
+        """A private session bus and tpm2-abrmd on it; returns its TCTI and env."""
         dbus = subprocess.run(["dbus-daemon", "--session", "--fork", "--print-address=1",
                                "--print-pid=1"], capture_output=True, text=True, check=True)
         addr, pid = dbus.stdout.split()[:2]
+        self.dbus_pid = int(pid)
         env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=addr)
+        self.spawn(["tpm2-abrmd", "--session", "--allow-root", f"--tcti=swtpm:path={sock}"],
+                   env=env, log_name="abrmd.log")
+        tcti = "tabrmd:bus_type=session"
+        ok = self.wait_for(lambda: subprocess.run(
+            [self.client, "lat", tcti, "getrandom", "1"], env=env,
+            capture_output=True).returncode == 0, 15, 0.2)
+        if not ok:
+            raise RuntimeError("tpm2-abrmd did not start")
+        return tcti, env
+
+    def start_all(self):
+        """Every target at once, so that their rounds can interleave."""
+        t = {}
+        os.makedirs(os.path.join(self.tmp, "inproc"))
+        t["inproc"] = (None, None)
+        echo = self.start_echo()
+        self.raws = {"echo": os.path.join(echo, "echo")}
+        self.fuse_tcti = f"device:{echo}/tpm"
+        sock = self.start_swtpm("swtpm")
+        t["swtpm"] = (f"swtpm:path={sock}", None)
+        self.res["swtpm_version"] = subprocess.run(
+            ["swtpm", "--version"], capture_output=True, text=True).stdout.strip()
+        t["abrmd"] = self.start_abrmd(self.start_swtpm("swtpm-abrmd"))
+        d, conf = self.vtpmd_conf("vtpmd", 2)
+        p, _ = self.vtpmd_start(d, conf)
+        self.vd = (d, p)
+        self.wait_for(lambda: self.pool_full(d), 120, 0.05)
+        mnt = os.path.join(d, "mnt")
+        t["tpm0"] = (f"device:{mnt}/tpm0", None)
+        self.raws["tpm0"] = os.path.join(mnt, "tpm0")
         try:
-            ab = self.spawn(["tpm2-abrmd", "--session", "--allow-root",
-                             f"--tcti=swtpm:path={sock}"], env=env, log_name="abrmd.log")
-            tcti = "tabrmd:bus_type=session"
-            ok = self.wait_for(lambda: subprocess.run(
-                [self.client, "lat", tcti, "getrandom", "1"], env=env,
-                capture_output=True).returncode == 0, 15, 0.2)
-            if not ok:
-                raise RuntimeError("tpm2-abrmd did not start")
-            self.latency("abrmd", tcti, env=env)
-            self.throughput("abrmd", tcti, env=env)
-            self.stop(ab)
-        finally:
-            os.kill(int(pid), signal.SIGTERM)
-        self.stop(sw)
+            fd = os.open(os.path.join(mnt, "tpmrm0"), os.O_RDWR)
+            os.close(fd)
+            t["tpmrm0"] = (f"device:{mnt}/tpmrm0", None)
+            self.raws["tpmrm0"] = os.path.join(mnt, "tpmrm0")
+        except OSError as e:
+            self.res["tpmrm0"] = f"n/a (tpmrm0 not available: {errno.errorcode.get(e.errno)})"
+            log(self.res["tpmrm0"])
+        return t
+
+    def run_latency(self):
+        """
+        All targets in rounds, each round a slice of every measurement in a
+        rotating order, so that load from elsewhere falls on all of them.
+        """
+        targets = self.start_all()
+        rounds = 2 if self.quick else 5
+        names = [x for x in TARGETS if x in targets]
+        for r in range(rounds):
+            log(f"latency round {r + 1} of {rounds}")
+            order = names[r % len(names):] + names[:r % len(names)]
+            for op in OPS:
+                n = max(1, self.n[op] // rounds)
+                for t in order:
+                    tcti, env = targets[t]
+                    if t == "inproc":
+                        # libtpms is process-global: a fresh TPM per run
+                        tcti = tempfile.mkdtemp(dir=os.path.join(self.tmp, "inproc"))
+                        tcti = f"inproc:{tcti}"
+                    self.lat_round(t, tcti, op, n, env)
+            n = max(1, self.n["getrandom"] // rounds)
+            for name in sorted(self.raws):
+                self.raw_round(name, self.raws[name], n)
+            self.lat_round("fuse", self.fuse_tcti, "getrandom", n)
+        for (t, op), v in self.samples.items():
+            if op == "raw":
+                self.res["raw"][t] = summary(v)
+            elif t in TARGETS:
+                self.res["latency"].setdefault(t, {})[op] = summary(v)
+        self.res["fuse_floor_esys"] = summary(self.samples[("fuse", "getrandom")])
+        for t in names:
+            log(f"{t}: " + ", ".join(f"{op} {self.res['latency'][t][op]['median']:.1f} us"
+                                     for op in OPS))
+        self.throughput("abrmd", *targets["abrmd"])
+        if "tpmrm0" in targets:
+            self.throughput("tpmrm0", targets["tpmrm0"][0])
 
     # ---- vtpmd ---------------------------------------------------------
     def vtpmd_conf(self, name, pool_size):
@@ -235,25 +287,14 @@ class Bench:
         s = self.status(d)
         return bool(s and s["pool"]["ready"] >= s["pool"]["size"] and not s["rotation_pending"])
 
-    def run_vtpmd(self):
-        d, conf = self.vtpmd_conf("vtpmd", 2)
-        p, _ = self.vtpmd_start(d, conf)
-        self.wait_for(lambda: self.pool_full(d), 120, 0.05)
-        mnt = os.path.join(d, "mnt")
-        self.raw("tpm0", os.path.join(mnt, "tpm0"))
-        self.latency("tpm0", f"device:{mnt}/tpm0")
-        try:
-            fd = os.open(os.path.join(mnt, "tpmrm0"), os.O_RDWR)
-            os.close(fd)
-            rm = True
-        except OSError as e:
-            rm = False
-            self.res["tpmrm0"] = f"n/a (tpmrm0 not available: {errno.errorcode.get(e.errno)})"
-            log(self.res["tpmrm0"])
-        if rm:
-            self.raw("tpmrm0", os.path.join(mnt, "tpmrm0"))
-            self.latency("tpmrm0", f"device:{mnt}/tpmrm0")
-            self.throughput("tpmrm0", f"device:{mnt}/tpmrm0")
+    def run_rotation_step(self):
+        d, p = self.vd
+        for q in list(self.procs):
+            if q is not p:
+                self.stop(q)
+        if self.dbus_pid:
+            os.kill(self.dbus_pid, signal.SIGTERM)
+            self.dbus_pid = None
         self.run_rotation(d, p)
         self.stop(p)
 
@@ -437,6 +478,16 @@ class Bench:
         self.res["manufacture"] = {"vtpmd": v, "swtpm_setup": s}
         log(f"manufacture: vtpmd {v['per_minute']:.0f}/min, swtpm_setup {s['per_minute']:.0f}/min")
 
+    def run_ipc(self):
+        dd = os.path.join(self.tmp, "mf", "v0")
+        p = subprocess.run([self.ipcbench, self.helper, dd, str(self.n["getrandom"])],
+                           capture_output=True, text=True, timeout=300)
+        if p.returncode != 0:
+            raise RuntimeError(f"vtpmd-ipcbench: {p.stderr.strip()}")
+        d = json.loads(p.stdout)
+        self.res["ipc"] = summary(d["samples_us"])
+        log(f"instance round trip: median {self.res['ipc']['median']:.1f} us")
+
     # ---- the run ----------------------------------------------------------
     def machine(self):
         cpu = "?"
@@ -452,10 +503,11 @@ class Bench:
 
     def run(self):
         self.res["machine"] = self.machine()
-        steps = [("in-process floor", self.run_inproc), ("FUSE echo floor", self.run_echo),
-                 ("swtpm and tpm2-abrmd", self.run_swtpm), ("vtpmd", self.run_vtpmd),
+        steps = [("latency and throughput", self.run_latency),
+                 ("rotation", self.run_rotation_step),
                  ("memory and startup", self.run_memory),
-                 ("manufacturing", self.run_manufacture)]
+                 ("manufacturing", self.run_manufacture),
+                 ("instance round trip", self.run_ipc)]
         for name, fn in steps:
             log(f"--- {name}")
             try:
@@ -497,6 +549,11 @@ def targets(res):
     add("GetRandom, raw tpm0 above the FUSE echo floor (medians)",
         f"{raw['tpm0']['median']:.1f} - {raw['echo']['median']:.1f} = {over:.1f} us",
         "<= 10 us", over <= 10)
+    ff = res.get("fuse_floor_esys")
+    if ff:
+        over = g_tpm0 - ff["median"]
+        add("GetRandom through ESYS and tpm0 above the same through the FUSE floor (medians)",
+            f"{g_tpm0:.1f} - {ff['median']:.1f} = {over:.1f} us", "<= 10 us", over <= 10)
     add("GetRandom through tpm0 vs swtpm socket TCTI (medians)",
         f"{g_tpm0:.1f} us vs {g_sw:.1f} us ({ratio(g_tpm0, g_sw)})", "<= 1.0x", g_tpm0 <= g_sw)
     for op in ["quote_ecc", "quote_rsa"]:
@@ -517,8 +574,9 @@ def targets(res):
     mem = res.get("memory")
     if mem:
         big = mem[max(mem, key=int)]
-        per = big["instances_pss_kib"] / 1024.0 / max(1, big["ready"])
-        add(f"PSS of instance processes per ready instance (pool {max(mem, key=int)})",
+        per = big["instances_pss_kib"] / 1024.0 / max(1, big["instance_processes"])
+        add(f"PSS per live instance process (pool {max(mem, key=int)}: the active one and "
+            f"the warm spare; the other ready instances are files)",
             f"{per:.2f} MiB", "< 2 MiB", per < 2)
     return rows
 
@@ -553,6 +611,12 @@ def markdown(res):
             out.append(f"| {OP_NAMES[op]} | {TARGET_NAMES[t]} | {s['n']} | {fmt_us(s['min'])} | "
                        f"{fmt_us(s['median'])} | {fmt_us(s['p99'])} | {fmt_us(s['max'])} | "
                        f"{ratio(s['median'], floor)} | {ratio(s['median'], sw)} |")
+    ff = res.get("fuse_floor_esys")
+    if ff:
+        out.append(f"| GetRandom(16) | bare FUSE file, canned response (FUSE floor) | {ff['n']} | "
+                   f"{fmt_us(ff['min'])} | {fmt_us(ff['median'])} | {fmt_us(ff['p99'])} | "
+                   f"{fmt_us(ff['max'])} | | "
+                   f"{ratio(ff['median'], lat.get('swtpm', {}).get('getrandom', {}).get('median'))} |")
     out.append("")
     out.append("### Raw device round trip (GetRandom(16) bytes: write, poll, read)")
     out.append("")
@@ -563,6 +627,21 @@ def markdown(res):
     for k, s in res["raw"].items():
         out.append(f"| {names.get(k, k)} | {s['n']} | {fmt_us(s['min'])} | {fmt_us(s['median'])} | "
                    f"{fmt_us(s['p99'])} | {fmt_us(s['max'])} |")
+    ipc, echo, tpm0 = res.get("ipc"), res["raw"].get("echo"), res["raw"].get("tpm0")
+    if ipc and echo and tpm0:
+        rest = tpm0["median"] - echo["median"] - ipc["median"]
+        out.append("")
+        out.append("### Where the time of a raw GetRandom on tpm0 goes (medians)")
+        out.append("")
+        out.append("| part | time |")
+        out.append("| --- | ---: |")
+        out.append(f"| bare FUSE file: write, poll, read (one thread, no work) | "
+                   f"{fmt_us(echo['median'])} |")
+        out.append(f"| instance round trip alone: frame over the socketpair, libtpms, frame "
+                   f"back (vtpmd-ipcbench) | {fmt_us(ipc['median'])} |")
+        out.append(f"| the rest: FUSE thread to multiplexer thread and back, poll "
+                   f"notification, second poll | {fmt_us(rest)} |")
+        out.append(f"| total, raw tpm0 | {fmt_us(tpm0['median'])} |")
     out.append("")
     out.append("### Throughput (commands per second, clients each with their own connection)")
     out.append("")
@@ -612,15 +691,17 @@ def markdown(res):
         out.append("### Memory (KiB; smaps_rollup)")
         out.append("")
         out.append("| pool size | ready | daemon RSS | daemon PSS | instance processes | "
-                   "their RSS | their PSS | PSS per ready instance | disk per instance |")
-        out.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                   "their RSS | their PSS | their PSS per process | their PSS per ready instance | "
+                   "disk per instance |")
+        out.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for n, v in mem.items():
             per = v["instances_pss_kib"] / max(1, v["ready"])
+            per_proc = v["instances_pss_kib"] / max(1, v["instance_processes"])
             disk = v["disk_bytes_per_instance"]
             disk = f"{disk / 1024:.1f} KiB" if disk else "n/a"
             out.append(f"| {n} | {v['ready']} | {v['daemon_rss_kib']} | {v['daemon_pss_kib']} | "
                        f"{v['instance_processes']} | {v['instances_rss_kib']} | "
-                       f"{v['instances_pss_kib']} | {per:.0f} | {disk} |")
+                       f"{v['instances_pss_kib']} | {per_proc:.0f} | {per:.0f} | {disk} |")
     st = res.get("startup")
     if st:
         out.append("")
@@ -662,7 +743,7 @@ def plots(samples, out):
               "set ylabel 'fraction of commands'", "set xlabel 'latency (us, log)'"]
     for op in OPS:
         lines = []
-        for t in TARGETS:
+        for t in TARGETS + (["fuse"] if op == "getrandom" else []):
             s = samples.get((t, op))
             if not s:
                 continue
@@ -671,7 +752,8 @@ def plots(samples, out):
             with open(fn, "w") as f:
                 for i, v in enumerate(s):
                     f.write(f"{v} {(i + 1) / len(s)}\n")
-            lines.append(f"'{fn}' using 1:2 with lines lw 2 title '{TARGET_NAMES[t]}'")
+            name = TARGET_NAMES.get(t, "bare FUSE file (floor)")
+            lines.append(f"'{fn}' using 1:2 with lines lw 2 title '{name}'")
         script.append(f"set title '{OP_NAMES[op]}: cumulative distribution'")
         script.append("plot " + ", ".join(lines))
     script.append("unset multiplot")
