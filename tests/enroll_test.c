@@ -372,6 +372,32 @@ TEST_F_TIMEOUT(enroll, keylime_bad_answers_are_retried_from_the_failed_step, 120
 			 "verifier:POST:200 verifier:GET:200"), 0);
 }
 
+TEST_F_TIMEOUT(enroll, keylime_commit_replaces_a_verifier_record_prepare_left, 120)
+{
+	char conf[4096];
+	char calls[4096];
+	int skip;
+
+	ASSERT_EQ(stub_start(self, "keylime", true), 0);
+	keylime_conf(self, conf, sizeof(conf), "2s", NULL);
+	start(&self->d, conf);
+	ASSERT_TRUE(outbox_drained(&self->d, 60));
+	skip = stub_lines(self);
+
+	/* The verifier will not delete: prepare fails for good, the swap goes on. */
+	ASSERT_EQ(stub_control(self, "{\"fail\": {\"verifier DELETE\": 500}}"), 0);
+	kill(self->d.pid, SIGUSR1);
+	ASSERT_GE(vd_wait_num(&self->d, "failed", 1), 1);
+	ASSERT_EQ(stub_control(self, "{}"), 0);
+	ASSERT_TRUE(outbox_drained(&self->d, 60));
+	stub_calls(self, skip, calls, sizeof(calls));
+	TEST_LOG("calls: %s", calls);
+	/* The re-add meets the old record (409), removes it and adds the new AK. */
+	EXPECT_NE_NULL(strstr(calls, "verifier:POST:409 verifier:DELETE:202 verifier:GET:200 "
+			      "verifier:GET:404 verifier:POST:200 verifier:GET:200"));
+	EXPECT_EQ(vd_status_num(&self->d, "failed"), 1);
+}
+
 /* A webhook sink hook with extra keys. */
 static void sink_conf(struct harness_fx_enroll *self, char *buf, size_t size, const char *name,
 		      const char *extra)

@@ -266,8 +266,29 @@ static int add_body(struct keylime_run *k, json_object *reg, char **ret_body)
 }
 
 /*
+ * The verifier knows the agent already: with the old AK when the prepare
+ * phase never got through, or from an attempt whose answer was lost.
+ * Either way, remove that record and add the agent again.
+ */
+static int readd(struct keylime_run *k, const char *url, const char *body, long *ret_status)
+{
+	long status;
+	int r;
+
+	log_warn("keylime: the verifier already knows the agent, replacing it hook=%s",
+		 k->h->name);
+	r = step_delete(k, k->h->verifier, &status);
+	if (r == 0 && status == 202)
+		r = poll_until(k, k->h->verifier, verifier_gone);
+	if (r == 0)
+		r = call(k, "POST", url, body, ret_status, NULL);
+
+	return r;
+}
+
+/*
  * Read the agent's registrar record (it must carry the new EK) and add
- * the agent to the verifier with it.  409: an earlier attempt added it.
+ * the agent to the verifier with it.
  */
 static int step_add(struct keylime_run *k)
 {
@@ -293,8 +314,10 @@ static int step_add(struct keylime_run *k)
 		return r;
 	agent_url(k, k->h->verifier, url, sizeof(url));
 	r = call(k, "POST", url, body, &status, NULL);
+	if (r == 0 && status == 409)
+		r = readd(k, url, body, &status);
 	free(body);
-	if (r == 0 && status != 200 && status != 409)
+	if (r == 0 && status != 200)
 		r = unexpected(k, "verifier POST", status);
 
 	return r;
