@@ -496,7 +496,10 @@ class Bench:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
                     break
-        return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+        top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        rev = subprocess.run(["git", "-C", top, "describe", "--always", "--dirty"],
+                             capture_output=True, text=True).stdout.strip() or "?"
+        return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "commit": rev,
                 "loadavg_start": open("/proc/loadavg").read().split()[:3],
                 "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "quick": self.quick}
@@ -584,7 +587,8 @@ def targets(res):
 def markdown(res):
     out = []
     m = res["machine"]
-    out.append(f"Run of {m['date_utc']} on {m['nproc']} x {m['cpu']}, kernel {m['kernel']}; "
+    out.append(f"Run of {m['date_utc']} (tree {m.get('commit', '?')}) on {m['nproc']} x {m['cpu']}, "
+               f"kernel {m['kernel']}; "
                f"load average {' '.join(m['loadavg_start'])} at the start, "
                f"{' '.join(m.get('loadavg_end', ['?']))} at the end"
                f"{' (quick mode: few samples)' if m['quick'] else ''}.")
@@ -691,17 +695,19 @@ def markdown(res):
         out.append("### Memory (KiB; smaps_rollup)")
         out.append("")
         out.append("| pool size | ready | daemon RSS | daemon PSS | instance processes | "
-                   "their RSS | their PSS | their PSS per process | their PSS per ready instance | "
-                   "disk per instance |")
-        out.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                   "their RSS | their PSS | their PSS per process | their RSS per ready instance | "
+                   "their PSS per ready instance | disk per instance |")
+        out.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for n, v in mem.items():
             per = v["instances_pss_kib"] / max(1, v["ready"])
             per_proc = v["instances_pss_kib"] / max(1, v["instance_processes"])
+            rss_per = v["instances_rss_kib"] / max(1, v["ready"])
             disk = v["disk_bytes_per_instance"]
             disk = f"{disk / 1024:.1f} KiB" if disk else "n/a"
             out.append(f"| {n} | {v['ready']} | {v['daemon_rss_kib']} | {v['daemon_pss_kib']} | "
                        f"{v['instance_processes']} | {v['instances_rss_kib']} | "
-                       f"{v['instances_pss_kib']} | {per_proc:.0f} | {per:.0f} | {disk} |")
+                       f"{v['instances_pss_kib']} | {per_proc:.0f} | {rss_per:.0f} | {per:.0f} | "
+                       f"{disk} |")
     st = res.get("startup")
     if st:
         out.append("")
