@@ -497,8 +497,9 @@ class Bench:
                     cpu = line.split(":", 1)[1].strip()
                     break
         top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        rev = subprocess.run(["git", "-C", top, "describe", "--always", "--dirty"],
-                             capture_output=True, text=True).stdout.strip() or "?"
+        rev = os.environ.get("VTPMD_BENCH_TREE") or subprocess.run(
+            ["git", "-C", top, "describe", "--always", "--dirty"],
+            capture_output=True, text=True).stdout.strip() or "?"
         return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "commit": rev,
                 "loadavg_start": open("/proc/loadavg").read().split()[:3],
                 "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
