@@ -154,6 +154,31 @@ TEST_F_TIMEOUT(hostile, malformed_commands_get_tpm_errors, 120)
 	EXPECT_EQ(waitpid(self->d.pid, NULL, WNOHANG), 0);
 }
 
+/* The same through tpmrm0, whose resource manager parses handles and sessions itself. */
+TEST_F_TIMEOUT(hostile, malformed_commands_through_tpmrm0_get_tpm_errors, 120)
+{
+	char path[400];
+	uint8_t rsp[4096];
+	size_t i;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/tpmrm0", self->d.mnt);
+	fd = open(path, O_RDWR | O_NONBLOCK);
+	ASSERT_GE(fd, 0);
+	for (i = 0; i < sizeof(tpm_cases) / sizeof(tpm_cases[0]); i++) {
+		const struct hostile *h = &tpm_cases[i];
+
+		n = vd_xfer(fd, h->b, case_len(h), rsp, sizeof(rsp), 10000);
+		TEST_LOG("tpmrm0: %s: len %zd rc 0x%x", h->name, n, vd_rc(rsp, n));
+		EXPECT_TRUE(is_tpm_error(rsp, n));
+		still_works(fd, h->name);
+	}
+	close(fd);
+	still_works(self->fd, "tpmrm0 cases");
+	EXPECT_EQ(vd_status_num(&self->d, "rotations"), 0);
+}
+
 TEST_F_TIMEOUT(hostile, malformed_framing_gets_the_kernel_errno, 120)
 {
 	uint8_t big[4097] = { HDR(ST_NO, 0, CC_GETRANDOM) };
