@@ -423,6 +423,11 @@ TEST_F_TIMEOUT(enroll, webhook_down_30s_gets_every_event_once, 100)
 	kill(self->d.pid, SIGUSR1);
 	ASSERT_GE(vd_wait_num(&self->d, "rotations", 1), 1);
 	EXPECT_GE(vd_status_num(&self->d, "pending"), 4);
+	EXPECT_EQ(vd_sh("python3 -c 'import json,sys; o=json.load(open(sys.argv[1]))[\"outbox\"]; "
+			"assert o[\"oldest_pending_s\"] > 1 and o[\"failed\"] == 0, o; "
+			"assert all(d[\"hook\"] in (\"web\", \"keep\") for d in o[\"deliveries\"]), o; "
+			"assert any(\"503\" in d[\"error\"] for d in o[\"deliveries\"]), o' '%s/status'",
+			self->d.mnt), 0);
 	EXPECT_EQ(vd_sh("grep -q 'outbox: delivery failed, will retry hook=web .*HTTP status 503' '%s'",
 			self->d.log), 0);
 	EXPECT_NE(vd_sh("grep -q 'not-logged' '%s'", self->d.log), 0);
@@ -598,6 +603,20 @@ TEST_F_TIMEOUT(enroll, webhook_timeout_fails_for_good_and_shows_in_status, 60)
 			self->d.log), 0);
 	/* Failed deliveries stay on disk, for the next start or SIGHUP. */
 	EXPECT_EQ(vd_sh("[ $(ls '%s/outbox' | grep -c '\\.state$') = 2 ]", self->d.state), 0);
+
+	/* SIGHUP with the hook pointed at a server that answers: both go out, in order. */
+	ASSERT_EQ(stub_start(self, "sink", false), 0);
+	snprintf(conf, sizeof(conf), "tls_ca = %s/ca.pem", self->pki);
+	sink_conf(self, st, sizeof(st), "hang", conf);
+	ASSERT_EQ(vd_write_conf(&self->d, NULL, st), 0);
+	kill(self->d.pid, SIGHUP);
+	ASSERT_TRUE(outbox_drained(&self->d, 30));
+	EXPECT_EQ(vd_status_num(&self->d, "failed"), 0);
+	EXPECT_EQ(vd_sh("python3 -c 'import json,sys\n"
+			"c=[json.loads(l) for l in open(sys.argv[1])]\n"
+			"assert [x[\"phase\"] for x in c]==[\"prepare\",\"commit\"], c' '%s/calls.log'",
+			self->stub), 0);
+	EXPECT_EQ(vd_sh("[ -z \"$(ls '%s/outbox')\" ]", self->d.state), 0);
 }
 
 /* vtpmd -n on a config with one bad hook: exit 1 and a message naming the problem. */
