@@ -888,5 +888,6 @@ void outbox_free(struct outbox *o)
 	pthread_cond_destroy(&o->wake);
 	pthread_cond_destroy(&o->done);
 	pthread_mutex_destroy(&o->lock);
+	webhook_global_cleanup();
 	free(o);
 }

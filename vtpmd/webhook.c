@@ -129,6 +129,12 @@ static int perform(CURL *c, struct webhook_reply *ret)
 	return 0;
 }
 
+/* Undo webhook_global_init().  Main thread, after every other libcurl user stopped. */
+void webhook_global_cleanup(void)
+{
+	curl_global_cleanup();
+}
+
 /*
  * One HTTPS request with the hook's TLS files, token and timeout: method
  * ("GET", "POST", "DELETE") on url, with body (JSON) if not NULL.  On

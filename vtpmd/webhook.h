@@ -21,6 +21,7 @@ struct webhook_reply {
 };
 
 int webhook_global_init(void);
+void webhook_global_cleanup(void);
 int webhook_request(const struct conf_hook *h, const char *method, const char *url,
 		    const char *body, struct webhook_reply *ret);
 void webhook_reply_clear(struct webhook_reply *reply);
