@@ -201,6 +201,28 @@ TEST_F_TIMEOUT(access, hooks_see_only_path_and_vtpmd_variables, 120)
 			self->d.dir, self->d.dir), 0);
 }
 
+/* Tokens and keys appear neither in the log (at debug level) nor in "vtpmd -n". */
+TEST_F_TIMEOUT(access, secrets_are_never_logged_or_printed, 120)
+{
+	const char *token = "s3cr3t-T0ken-never-to-be-seen";
+
+	ASSERT_EQ(vd_sh("umask 077; echo %s > %s/token", token, self->d.dir), 0);
+	ASSERT_EQ(vd_write_conf(&self->d, NULL, NULL), 0);
+	ASSERT_EQ(vd_sh("printf '[hook.web]\\nurl = https://127.0.0.1:1/events\\n"
+			"token_file = %s/token\\nretries = 1\\nretry_delay = 100ms\\n' >> %s",
+			self->d.dir, self->d.conf), 0);
+	ASSERT_EQ(vd_start(&self->d), 0);
+	kill(self->d.pid, SIGUSR1);
+	EXPECT_GE(vd_wait_num(&self->d, "rotations", 1), 1);
+	EXPECT_EQ(vd_sh("for i in $(seq 100); do grep -q 'hook=web' %s && exit 0; sleep 0.1; done; "
+			"exit 1", self->d.log), 0);
+	EXPECT_EQ(vd_stop(&self->d, SIGTERM), 0);
+	EXPECT_NE(vd_sh("grep -n -e '%s' -e 'PRIVATE KEY' %s", token, self->d.log), 0);
+	EXPECT_EQ(vd_sh("$VTPMD_BIN -n -c %s > %s/dump && grep -q 'token_file = ' %s/dump",
+			self->d.conf, self->d.dir, self->d.dir), 0);
+	EXPECT_NE(vd_sh("grep -n -e '%s' %s/dump", token, self->d.dir), 0);
+}
+
 TEST_TIMEOUT(hook_exec_as_runs_the_program_as_the_user_with_only_its_group, 30)
 {
 	char *argv[] = { (char *)"/bin/sh", (char *)"-c",

@@ -306,7 +306,8 @@ TEST_F_TIMEOUT(crash, repeated_sigkills_do_not_walk_into_da_lockout, 300)
 	for (i = 0; i < 5; i++) {
 		ASSERT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s; cd %s; "
 				"tpm2_quote -Q -c " AK " -l sha256:0 -q 1234 -m m -s s -g sha256 && "
-				"tpm2_getcap properties-variable | grep -qx 'TPM2_PT_LOCKOUT_COUNTER: 0x0'", self->d.tpm0, self->d.dir), 0);
+				"tpm2_getcap properties-variable | "
+				"grep -qx 'TPM2_PT_LOCKOUT_COUNTER: 0x0'", self->d.tpm0, self->d.dir), 0);
 		(void)vd_stop(&self->d, SIGKILL);
 		start(&self->d, NULL, NULL);
 	}
@@ -369,6 +370,17 @@ TEST_F_TIMEOUT(crash, full_or_read_only_state_dir_gives_clear_errors, 300)
 	EXPECT_EQ(vd_sh("grep -q 'cannot open the lock file.*Read-only file system' %s",
 			self->d.log), 0);
 	vd_sh("umount %s", self->d.state);
+}
+
+/* scripts/soak, briefly: its last line, and no failure outside the kill windows. */
+TEST_F_TIMEOUT(crash, soak_script_short_run, 600)
+{
+	ASSERT_EQ(vd_sh("bin=$(dirname $VTPMD_BIN); %s/scripts/soak -r 60 -k 30 -b $(dirname $bin) "
+			"-w %s/soak > %s/soak.out 2>&1; rc=$?; tail -n 8 %s/soak.out; exit $rc",
+			getenv("VTPMD_SOURCE_ROOT"), self->d.dir, self->d.dir, self->d.dir), 0);
+	EXPECT_EQ(vd_sh("tail -n 1 %s/soak.out | grep -qE '^soak: 60 rounds, 0 failed outside "
+			"kill windows, [0-9]+ rotations, 1 restarts, peak RSS [0-9]+ KiB$'",
+			self->d.dir), 0);
 }
 
 #if defined(__SANITIZE_ADDRESS__)

@@ -385,6 +385,6 @@ static inline pid_t vd_active_pid(struct vd *d)
  */
 static inline bool vd_sanitizer_clean(const struct vd *d)
 {
-	return vd_sh("grep -n -A12 -E '(ERROR: (Address|Leak)Sanitizer|runtime error:)' '%s' "
-		     "| head -n 60; exit $((PIPESTATUS[0] == 0))", d->log) == 0;
+	return vd_sh("grep -s -n -A40 -E '(ERROR: (Address|Leak)Sanitizer|runtime error:)' '%s' "
+		     "| head -n 120; exit $((PIPESTATUS[0] == 0))", d->log) == 0;
 }

@@ -102,6 +102,12 @@ static size_t case_len(const struct hostile *h)
 	return h->len ? h->len : (size_t)(h->b[4] << 8 | h->b[5]);
 }
 
+/* The header's size field (bytes 2..5, big-endian) of a buffer of 6 or more bytes. */
+static uint32_t size_field(const uint8_t *b)
+{
+	return (uint32_t)b[2] << 24 | (uint32_t)b[3] << 16 | (uint32_t)b[4] << 8 | b[5];
+}
+
 /* A TPM error response: header, size field equal to its length, rc not 0. */
 static bool is_tpm_error(const uint8_t *rsp, ssize_t n)
 {
@@ -111,8 +117,8 @@ static bool is_tpm_error(const uint8_t *rsp, ssize_t n)
 		return false;
 	tag = (uint16_t)(rsp[0] << 8 | rsp[1]);
 
-	return (tag == ST_NO || tag == 0x00c4) &&
-	       (rsp[2] << 24 | rsp[3] << 16 | rsp[4] << 8 | rsp[5]) == n && vd_rc(rsp, n) != 0;
+	return (tag == ST_NO || tag == 0x00c4) && size_field(rsp) == (uint32_t)n &&
+	       vd_rc(rsp, n) != 0;
 }
 
 static void still_works(int fd, const char *after)
@@ -247,7 +253,7 @@ TEST_F_TIMEOUT(hostile, random_garbage_never_hurts_the_daemon, 300)
 		cmd[8] = 0x01;		/* a real command code range, random parameters */
 		n = vd_xfer(self->fd, cmd, len, rsp, sizeof(rsp), 10000);
 		ASSERT_GE(n, 10);
-		EXPECT_EQ((size_t)(rsp[2] << 24 | rsp[3] << 16 | rsp[4] << 8 | rsp[5]), (size_t)n);
+		EXPECT_EQ((ssize_t)size_field(rsp), n);
 	}
 	still_works(self->fd, "random commands");
 	EXPECT_EQ(waitpid(self->d.pid, NULL, WNOHANG), 0);

@@ -88,7 +88,9 @@ static void round_run(struct space *s, struct tpmcmd_table *t, struct space_tpm 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
-	const struct space_limits lim = { .max_objects = 3, .max_sessions = 4, .max_pending = 65536 };
+	const struct space_limits lim = {
+		.max_objects = 3, .max_sessions = 4, .max_pending = 65536,
+	};
 	struct stream st = { .p = data, .left = len };
 	struct space_tpm *tpm;
 	struct tpmcmd_table *t;
