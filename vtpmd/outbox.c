@@ -815,6 +815,16 @@ void outbox_stats_get(struct outbox *o, struct outbox_stats *ret)
 	pthread_mutex_unlock(&o->lock);
 }
 
+static void outbox_recs_free(struct outbox *o)
+{
+	struct rec *rec;
+
+	while ((rec = o->head)) {
+		o->head = rec->next;
+		rec_free(rec);
+	}
+}
+
 /*
  * Open the outbox under state_dir for configuration c (which must outlive
  * it or the next outbox_set_conf()): create the directory, initialise
@@ -835,10 +845,11 @@ int outbox_new(const char *state_dir, const struct conf *c, struct outbox **ret)
 	o->next_seq = 1;
 	r = fsutil_mkdir(o->dir, 0700);
 	if (r == 0)
-		r = webhook_global_init();
-	if (r == 0)
 		r = scan(o);
+	if (r == 0)
+		r = webhook_global_init();
 	if (r < 0) {
+		outbox_recs_free(o);
 		free(o);
 		return r;
 	}
@@ -871,8 +882,6 @@ int outbox_start(struct outbox *o)
  */
 void outbox_free(struct outbox *o)
 {
-	struct rec *rec;
-
 	if (!o)
 		return;
 	pthread_mutex_lock(&o->lock);
@@ -881,10 +890,7 @@ void outbox_free(struct outbox *o)
 	pthread_mutex_unlock(&o->lock);
 	if (o->started)
 		pthread_join(o->thread, NULL);
-	while ((rec = o->head)) {
-		o->head = rec->next;
-		rec_free(rec);
-	}
+	outbox_recs_free(o);
 	pthread_cond_destroy(&o->wake);
 	pthread_cond_destroy(&o->done);
 	pthread_mutex_destroy(&o->lock);
