@@ -24,6 +24,8 @@ struct space_entry {
 	uint64_t seq;		/* sessions: sequence of our saved context */
 	uint8_t *blob;		/* marshalled TPMS_CONTEXT, or NULL */
 	size_t len;
+	uint8_t *cblob;		/* client_held: the context as the client has it */
+	size_t clen;
 };
 
 /* One handle of a command that names an entry: where, and which. */
@@ -94,9 +96,19 @@ struct space *space_new(const struct space_limits *l)
 
 static void entry_clear(struct space *s, struct space_entry *e)
 {
-	s->held -= e->len;
+	s->held -= e->len + e->clen;
 	free(e->blob);
+	free(e->cblob);
 	memset(e, 0, sizeof(*e));
+}
+
+static void entry_drop_client_copy(struct space *s, struct space_entry *e)
+{
+	s->held -= e->clen;
+	free(e->cblob);
+	e->cblob = NULL;
+	e->clen = 0;
+	e->client_held = false;
 }
 
 /*
@@ -460,7 +472,7 @@ static int load_refs(struct space *s, struct space_tpm *tpm, uint8_t *cmd,
 	*ret_rc = TPM2_RC_SUCCESS;
 	for (i = 0; i < n; i++) {
 		e = refs[i].e;
-		if (!e->loaded && e->blob) {
+		if (!e->loaded && e->blob && !e->client_held) {
 			r = tpm_load(tpm, e, &e->real, ret_rc);
 			if (r < 0 || *ret_rc != TPM2_RC_SUCCESS)
 				return r;
@@ -588,9 +600,10 @@ static int prepare_flush(struct space *s, const uint8_t *cmd, size_t len, size_t
 /*
  * Limits for a command that creates a handle: a slot for what it makes,
  * and room for its context.  ContextLoad of a session is only allowed for
- * one of ours whose context the client saved.
+ * one of ours whose context the client saved; if we saved that session
+ * again meanwhile, our newer context replaces the client's in cmd.
  */
-static int check_room(struct space *s, const uint8_t *cmd, size_t len, size_t param,
+static int check_room(struct space *s, uint8_t *cmd, size_t len, size_t param,
 		      uint8_t *rsp, size_t size, size_t *ret_len)
 {
 	uint32_t saved = 0;
@@ -604,6 +617,10 @@ static int check_room(struct space *s, const uint8_t *cmd, size_t len, size_t pa
 		e = entry_find(s, saved);
 		if (!e || !e->client_held)
 			return answer(TPM2_RC_HANDLE | TPM2_RC_P | TPM2_RC_1, rsp, size, ret_len);
+		/* we may have saved it again since (space_refresh()): load ours */
+		if (e->cblob && e->blob && len - param == e->clen && e->len == e->clen &&
+		    memcmp(cmd + param, e->cblob, e->clen) == 0)
+			memcpy(cmd + param, e->blob, e->len);
 		return 0;
 	}
 	if (s->cc == TPM2_CC_StartAuthSession) {
@@ -621,7 +638,7 @@ static int check_room(struct space *s, const uint8_t *cmd, size_t len, size_t pa
  * What the command does to the space besides its handles: answered here
  * (1), refused (1, with the answer in rsp), or to be sent (0).
  */
-static int prepare_special(struct space *s, const uint8_t *cmd, size_t len, size_t param,
+static int prepare_special(struct space *s, uint8_t *cmd, size_t len, size_t param,
 			   struct space_ref *refs, size_t n, uint8_t *rsp, size_t size,
 			   size_t *ret_len)
 {
@@ -717,10 +734,51 @@ static uint32_t commit_new_handle(struct space *s, struct space_tpm *tpm, uint8_
 	e->handle = is_object(h) ? vhandle_next(s) : h;
 	e->real = h;
 	e->loaded = true;
-	e->client_held = false;
+	entry_drop_client_copy(s, e);
 	util_put_be32(rsp + TPMCMD_HEADER, e->handle);
 
 	return TPM2_RC_SUCCESS;
+}
+
+/*
+ * The client saved one of our sessions (rsp is the ContextSave answer):
+ * the session is the client's to load again, but we keep a copy of its
+ * context, as ours to save again before the context gap, and as the
+ * client has it, to recognise it when it comes back.
+ */
+static int commit_client_save(struct space *s, struct space_tpm *tpm, struct space_entry *e,
+			      const uint8_t *rsp, size_t len)
+{
+	TPMS_CONTEXT ctx;
+	size_t off = TPMCMD_HEADER;
+	uint8_t *blob;
+	uint8_t *cblob;
+
+	if (Tss2_MU_TPMS_CONTEXT_Unmarshal(rsp, len, &off, &ctx) || off != len)
+		return -EBADMSG;
+	blob = malloc(len - TPMCMD_HEADER);
+	cblob = malloc(len - TPMCMD_HEADER);
+	if (!blob || !cblob) {
+		free(blob);
+		free(cblob);
+		return -ENOMEM;
+	}
+	memcpy(blob, rsp + TPMCMD_HEADER, len - TPMCMD_HEADER);
+	memcpy(cblob, rsp + TPMCMD_HEADER, len - TPMCMD_HEADER);
+	s->held += 2 * (len - TPMCMD_HEADER) - e->len - e->clen;
+	free(e->blob);
+	free(e->cblob);
+	e->blob = blob;
+	e->len = len - TPMCMD_HEADER;
+	e->cblob = cblob;
+	e->clen = len - TPMCMD_HEADER;
+	e->seq = ctx.sequence;
+	e->client_held = true;
+	e->loaded = false;
+	if (ctx.sequence >= tpm->next_seq)
+		tpm->next_seq = ctx.sequence + 1;
+
+	return 0;
 }
 
 /*
@@ -735,7 +793,7 @@ static uint32_t commit_new_handle(struct space *s, struct space_tpm *tpm, uint8_
 int space_commit(struct space *s, struct space_tpm *tpm, uint8_t *rsp, size_t *len, size_t size)
 {
 	uint32_t rc = tpmcmd_rc(rsp, *len);
-	int r;
+	int r = 0;
 
 	if (!s->pending)
 		return unload_all(s, tpm);
@@ -747,20 +805,13 @@ int space_commit(struct space *s, struct space_tpm *tpm, uint8_t *rsp, size_t *l
 		if (r < 0)
 			return r;
 	}
-	if (rc == TPM2_RC_SUCCESS && s->dropped) {
-		/* flushed, or now the client's to load again */
-		if (s->cc == TPM2_CC_ContextSave) {
-			s->dropped->client_held = true;
-			s->dropped->loaded = false;
-			s->held -= s->dropped->len;
-			free(s->dropped->blob);
-			s->dropped->blob = NULL;
-			s->dropped->len = 0;
-		} else {
-			entry_clear(s, s->dropped);
-		}
-	}
+	if (rc == TPM2_RC_SUCCESS && s->dropped && s->cc == TPM2_CC_ContextSave)
+		r = commit_client_save(s, tpm, s->dropped, rsp, *len);
+	else if (rc == TPM2_RC_SUCCESS && s->dropped)
+		entry_clear(s, s->dropped);	/* flushed */
 	s->dropped = NULL;
+	if (r < 0)
+		return r;
 
 	return unload_all(s, tpm);
 }
