@@ -724,8 +724,9 @@ TEST_F_TIMEOUT(rm, tpm2_abrmd_on_tpm0_serves_tpm2_tools, 120)
 /*
  * Health rotation still happens when a tpm0 client leaks sessions while
  * tpmrm0 clients work: they hold no handles across commands (tpm2_quote
- * would: it authorises with a session of its own), so they notice nothing.  The raw tpm0 client may lose the session it is saving
- * when a swap falls between its StartAuthSession and ContextSave.
+ * would: it authorises with a session of its own), so they notice
+ * nothing.  The raw tpm0 client may lose the session it is saving when a
+ * swap falls between its StartAuthSession and ContextSave.
  */
 TEST_F_TIMEOUT(rm, tpm0_leaks_rotate_while_tpmrm0_clients_run, 300)
 {
