@@ -669,6 +669,12 @@ TEST_F(enroll, config_check_refuses_bad_hooks)
 			     "agent_uuid = a\nagent_restart = /bin/true", "without a query"), 0);
 	EXPECT_EQ(check_conf(&self->d, "type = keylime\nverifier = https://v\nregistrar = https://r\n"
 			     "agent_uuid = a/b\nagent_restart = /bin/true", "agent_uuid: 1 to 255"), 0);
+	/* A good one prints with its secrets left out: the query and the token. */
+	ASSERT_EQ(vd_sh("printf 'tok-s3cret\\n' > '%s' && chmod 600 '%s'", token, token), 0);
+	snprintf(hook, sizeof(hook), "url = https://h/x?key=q-s3cret\ntoken_file = %s", token);
+	EXPECT_EQ(check_conf(&self->d, hook, "tokenless"), 1);
+	EXPECT_EQ(vd_sh("out=$('%s' -n -c '%s') && echo \"$out\" | grep -qx 'url = https://h/x?redacted' "
+			"&& ! echo \"$out\" | grep -q s3cret", getenv("VTPMD_BIN"), self->d.conf), 0);
 	EXPECT_EQ(check_conf(&self->d, "url = https://h/\nretry_delay = 5s\nretry_max_delay = 1s",
 			     "retry_max_delay must not be shorter"), 0);
 }

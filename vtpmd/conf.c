@@ -1869,7 +1869,12 @@ static void dump_key(FILE *f, const struct conf_key *k, const void *base)
 	case CONF_T_STRING:
 	case CONF_T_PATH:
 	case CONF_T_URL:
-		if (*(char *const *)field)
+		if (k->type == CONF_T_URL && *(char *const *)field &&
+		    strchr(*(char *const *)field, '?'))
+			/* A query string may carry a secret: it is never printed. */
+			fprintf(f, "%s = %.*s?redacted\n", k->key,
+				(int)strcspn(*(char *const *)field, "?"), *(char *const *)field);
+		else if (*(char *const *)field)
 			fprintf(f, "%s = %s\n", k->key, *(char *const *)field);
 		else
 			fprintf(f, "# %s is not set\n", k->key);
