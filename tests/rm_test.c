@@ -569,6 +569,27 @@ TEST_F_TIMEOUT(rm, close_and_sigkill_flush_what_the_open_held, 60)
 	close(t);
 }
 
+/* A daemon stopped under open tpmrm0 files keeps none of their sessions. */
+TEST_F_TIMEOUT(rm, stop_flushes_what_open_files_hold, 60)
+{
+	uint32_t list[8];
+	int a;
+	int t;
+
+	start(&self->d, NULL);
+	a = open_rm(self);
+	ASSERT_GE(a, 0);
+	ASSERT_EQ(start_session(a, NULL), TPM2_RC_SUCCESS);
+	ASSERT_EQ(start_session(a, NULL), TPM2_RC_SUCCESS);
+	EXPECT_EQ(vd_stop(&self->d, SIGTERM), 0);
+	close(a);
+	ASSERT_EQ(vd_start(&self->d), 0);
+	t = open(self->d.tpm0, O_RDWR | O_NONBLOCK);
+	ASSERT_GE(t, 0);
+	EXPECT_EQ(handles(t, TPM2_ACTIVE_SESSION_FIRST, list, 8), 0);
+	close(t);
+}
+
 TEST_F_TIMEOUT(rm, rotation_gives_handle_errors_to_opens_that_held_handles, 120)
 {
 	uint32_t v;
