@@ -519,6 +519,44 @@ TEST_F_TIMEOUT(rm, opens_are_served_fairly, 60)
 	close(quiet);
 }
 
+/*
+ * GetCapability(HANDLES) with a session in its authorization area reaches
+ * the TPM, which judges the session (here: an HMAC that cannot be right),
+ * rather than a resource-manager refusal.
+ */
+TEST_F_TIMEOUT(rm, getcap_handles_with_a_session_reaches_the_tpm, 60)
+{
+	uint8_t rsp[256];
+	struct cmd c;
+	uint32_t s;
+	uint32_t rc;
+	int a;
+
+	TEST_XFAIL("tpmrm0 refuses GetCapability(HANDLES) with a session (README, Known gaps)");
+	start(&self->d, NULL);
+	a = open_rm(self);
+	ASSERT_GE(a, 0);
+	ASSERT_EQ(start_session(a, &s), TPM2_RC_SUCCESS);
+	cmd_begin(&c, false, TPM2_CC_GetCapability, NULL, 0);
+	c.b[1] = TPM2_ST_SESSIONS & 0xff;
+	/* one session: handle, empty nonce, audit|continueSession, 32-byte hmac */
+	Tss2_MU_UINT32_Marshal(4 + 2 + 1 + 2 + 32, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT32_Marshal(s, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT16_Marshal(0, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT8_Marshal(TPMA_SESSION_AUDIT | TPMA_SESSION_CONTINUESESSION, c.b,
+			      sizeof(c.b), &c.off);
+	Tss2_MU_UINT16_Marshal(32, c.b, sizeof(c.b), &c.off);
+	memset(c.b + c.off, 0x5a, 32);
+	c.off += 32;
+	Tss2_MU_UINT32_Marshal(TPM2_CAP_HANDLES, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT32_Marshal(TPM2_TRANSIENT_FIRST, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT32_Marshal(8, c.b, sizeof(c.b), &c.off);
+	rc = run(a, &c, rsp, sizeof(rsp), NULL);
+	TEST_LOG("rc=0x%x", rc);
+	EXPECT_NE(rc & 0xff0000, RC_RM);
+	close(a);
+}
+
 /* A client that is killed holding an object and a session leaves nothing. */
 TEST_F_TIMEOUT(rm, close_and_sigkill_flush_what_the_open_held, 60)
 {

@@ -552,7 +552,11 @@ static int answer_getcap(struct space *s, const uint8_t *cmd, size_t len, size_t
 	if (!is_object(first) && handle_type(first) != TPM2_HT_LOADED_SESSION &&
 	    handle_type(first) != TPM2_HT_SAVED_SESSION)
 		return 0;
-	/* a reply here could not carry the response HMACs of a session */
+	/*
+	 * XXX: with an audit or encryption session the answer would need the
+	 * session's response HMAC, which the space cannot make: such a
+	 * GetCapability(HANDLES) is refused (README, Known gaps).
+	 */
 	if (util_be16(cmd) == TPM2_ST_SESSIONS)
 		return refuse(TPM2_RC_TAG, rsp, size, ret_len);
 	if (count > TPM2_MAX_CAP_HANDLES)
