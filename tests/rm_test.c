@@ -399,9 +399,10 @@ TEST_F_TIMEOUT(rm, limits_and_malformed_commands_answer_in_tpm_format, 60)
 	uint32_t h[3];
 	uint32_t s[3];
 	uint32_t owner = TPM2_RH_OWNER;
+	int fds[2];
 	int a;
 
-	start(&self->d, "[rm]\nmax_objects = 2\nmax_sessions = 2\n");
+	start(&self->d, "[rm]\nmax_objects = 2\nmax_sessions = 2\nmax_opens = 2\n");
 	a = open_rm(self);
 	ASSERT_GE(a, 0);
 	ASSERT_EQ(create_primary(a, &h[0]), TPM2_RC_SUCCESS);
@@ -435,6 +436,18 @@ TEST_F_TIMEOUT(rm, limits_and_malformed_commands_answer_in_tpm_format, 60)
 	c.b[18] = 0x02;
 	c.b[21] = 0x3f;
 	EXPECT_EQ(run(a, &c, rsp, sizeof(rsp), NULL), TPM2_RC_HANDLE | TPM2_RC_S | TPM2_RC_1);
+
+	/* one open more than [rm] max_opens fails; a close makes room */
+	fds[0] = open_rm(self);
+	EXPECT_GE(fds[0], 0);
+	fds[1] = open_rm(self);
+	EXPECT_EQ(fds[1], -1);
+	EXPECT_EQ(errno, EMFILE);
+	close(fds[0]);
+	for (int i = 0; i < 50 && (fds[1] = open_rm(self)) < 0; i++)
+		vd_sleep_ms(20);
+	EXPECT_GE(fds[1], 0);
+	close(fds[1]);
 
 	/* nothing was lost: the open goes on, with what it holds */
 	EXPECT_EQ(get_random(a), TPM2_RC_SUCCESS);

@@ -960,6 +960,7 @@ static const struct conf_key rm_keys[] = {
 	{ K_FIELD("max_sessions", CONF_T_UINT, rm_max_sessions), .def = "16", .min = 1, .max = 64 },
 	{ K_FIELD("max_pending", CONF_T_SIZE, rm_max_pending), .def = "64k", .min = 4096,
 	  .max = 16 << 20 },
+	{ K_FIELD("max_opens", CONF_T_UINT, rm_max_opens), .def = "256", .min = 1, .max = 65536 },
 };
 
 static const struct conf_key hook_keys[] = {

@@ -101,6 +101,7 @@ struct conf {
 	unsigned rm_max_objects;
 	unsigned rm_max_sessions;
 	uint64_t rm_max_pending;	/* bytes: queued command and saved contexts */
+	unsigned rm_max_opens;		/* tpmrm0 opens at a time */
 
 	/* [hook.NAME] */
 	struct conf_hook hooks[CONF_MAX_HOOKS];

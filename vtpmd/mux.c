@@ -60,6 +60,8 @@ struct mux {
 
 	struct mux_policy policy;	/* protected by lock */
 	struct space_limits limits;	/* for new tpmrm0 opens; protected by lock */
+	unsigned max_opens;		/* protected by lock */
+	unsigned opens;			/* tpmrm0 opens not yet closed; protected by lock */
 	struct mux_client *clients_new;	/* opened, not yet seen by the mux thread; lock */
 	struct mux_stats stats;		/* protected by lock */
 	bool rotation_asked;		/* until the next swap; protected by lock */
@@ -121,6 +123,7 @@ int mux_new(const struct conf *c, const struct mux_rotator *rot, struct mux **re
 	m->tail = &m->head;
 	policy_from_conf(&m->policy, c);
 	limits_from_conf(&m->limits, c);
+	m->max_opens = c->rm_max_opens;
 	m->tpm.userdata = m;
 	m->tpm.transmit = tpm_transmit;
 	m->stats.sessions_avail = -1;
@@ -139,6 +142,7 @@ void mux_set_policy(struct mux *m, const struct conf *c)
 	pthread_mutex_lock(&m->lock);
 	policy_from_conf(&m->policy, c);
 	limits_from_conf(&m->limits, c);
+	m->max_opens = c->rm_max_opens;
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -691,7 +695,8 @@ void mux_stats_get(struct mux *m, struct mux_stats *ret)
 /*
  * A device file was opened: a tpmrm0 open gets its resource-manager space
  * (with the [rm] limits of the moment), attached to f.  tpm0 needs
- * nothing.  Returns 0 or -ENOMEM.  FUSE thread.
+ * nothing.  Returns 0, -EMFILE when [rm] max_opens tpmrm0 files are open,
+ * or -ENOMEM.  FUSE thread.
  */
 int mux_client_open(struct mux *m, struct fusedev_file *f)
 {
@@ -711,8 +716,15 @@ int mux_client_open(struct mux *m, struct fusedev_file *f)
 		free(c);
 		return -ENOMEM;
 	}
-	fusedev_file_set_data(f, c);
 	pthread_mutex_lock(&m->lock);
+	if (m->opens >= m->max_opens) {
+		pthread_mutex_unlock(&m->lock);
+		space_free(c->space);
+		free(c);
+		return -EMFILE;
+	}
+	m->opens++;
+	fusedev_file_set_data(f, c);
 	c->next = m->clients_new;
 	m->clients_new = c;
 	pthread_mutex_unlock(&m->lock);
@@ -733,6 +745,9 @@ void mux_client_close(struct mux *m, struct fusedev_file *f)
 
 	if (!c)
 		return;
+	pthread_mutex_lock(&m->lock);
+	m->opens--;
+	pthread_mutex_unlock(&m->lock);
 	req = calloc(1, sizeof(*req));
 	if (!req)
 		return;
