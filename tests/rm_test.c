@@ -821,4 +821,30 @@ TEST_F_TIMEOUT(rm, tpm0_leaks_rotate_while_tpmrm0_clients_run, 300)
 	EXPECT_EQ(vd_sh("grep -q 'rotate: swapped.*reason=session_watermark' %s", self->d.log), 0);
 }
 
+/* The [rm] keys are checked like every other: a bad value names its line. */
+TEST(check_mode_rejects_bad_rm_limits)
+{
+	char dir[] = "/tmp/vtpmd-rmconf.XXXXXX";
+	const char *bin = getenv("VTPMD_BIN");
+	static const char *const bad[] = {
+		"max_objects = 0", "max_sessions = 65", "max_pending = 1k", "max_opens = -1",
+		"max_objects = many", "max_flush = 1",
+	};
+	size_t i;
+
+	if (!bin)
+		TEST_SKIP("VTPMD_BIN not set (run through meson)");
+	ASSERT_NE_NULL(mkdtemp(dir));
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n"
+				"[rm]\\n%s\\n' > %s/bad.conf; %s -n -c %s/bad.conf 2>%s/err; "
+				"test $? = 1 && grep -q '^%s/bad.conf:5: ' %s/err",
+				bad[i], dir, bin, dir, dir, dir, dir), 0);
+	EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n' > %s/ok.conf; "
+			"%s -n -c %s/ok.conf > %s/out && grep -q '^max_objects = 16' %s/out && "
+			"grep -q '^max_pending = 64k' %s/out && grep -q '^max_opens = 256' %s/out",
+			dir, bin, dir, dir, dir, dir, dir), 0);
+	vd_sh("rm -rf %s", dir);
+}
+
 TEST_HARNESS_MAIN
