@@ -400,6 +400,47 @@ TEST_F_TIMEOUT(enroll, keylime_commit_replaces_a_verifier_record_prepare_left, 1
 
 /* A webhook sink hook with extra keys. */
 static void sink_conf(struct harness_fx_enroll *self, char *buf, size_t size, const char *name,
+		      const char *extra);
+
+TEST_F_TIMEOUT(enroll, sigkill_before_the_swap_announces_the_active_instance_again, 120)
+{
+	char conf[2048];
+	char extra[1024];
+	char ctl[128];
+	char old[128];
+	int i;
+
+	ASSERT_EQ(stub_start(self, "sink", false), 0);
+	snprintf(extra, sizeof(extra), "tls_ca = %s/ca.pem\ntimeout = 30s\nretries = 100\n"
+		 "retry_delay = 100ms\nretry_max_delay = 300ms", self->pki);
+	sink_conf(self, conf, sizeof(conf), "web", extra);
+	start(&self->d, conf);
+	ASSERT_TRUE(outbox_drained(&self->d, 30));
+	vd_status_active(&self->d, old, sizeof(old));
+
+	/* The prepare phase cannot get through: the swap waits, and vtpmd dies waiting. */
+	snprintf(ctl, sizeof(ctl), "{\"refuse_until\": %lld}", (long long)time(NULL) + 1000);
+	ASSERT_EQ(stub_control(self, ctl), 0);
+	kill(self->d.pid, SIGUSR1);
+	for (i = 0; i < 100 && stub_lines(self) < 4; i++)
+		vd_sleep_ms(100);
+	ASSERT_GE(stub_lines(self), 4);
+	EXPECT_EQ(vd_status_num(&self->d, "rotations"), 0);
+	vd_stop(&self->d, SIGKILL);
+
+	ASSERT_EQ(stub_control(self, "{}"), 0);
+	ASSERT_EQ(vd_start(&self->d), 0);
+	ASSERT_TRUE(outbox_drained(&self->d, 30));
+	/* Delivered: start, the rotation's prepare, then "resume" for the same instance. */
+	EXPECT_EQ(vd_sh("python3 -c 'import json,sys\n"
+			"c=[json.loads(l) for l in open(sys.argv[1])]\n"
+			"ok=[(x[\"reason\"],x[\"phase\"],x[\"new\"]) for x in c if x[\"status\"]==200]\n"
+			"assert [(r,p) for r,p,n in ok]==[(\"start\",\"prepare\"),(\"start\",\"commit\"),"
+			"(\"operator\",\"prepare\"),(\"resume\",\"prepare\"),(\"resume\",\"commit\")], ok\n"
+			"assert ok[-1][2]==sys.argv[2], ok' '%s/calls.log' '%s'", self->stub, old), 0);
+}
+
+static void sink_conf(struct harness_fx_enroll *self, char *buf, size_t size, const char *name,
 		      const char *extra)
 {
 	snprintf(buf, size, "[hook.%s]\nurl = https://127.0.0.1:%d/events?token=not-logged\n%s\n",

@@ -434,12 +434,15 @@ void outbox_drop(struct outbox *o, uint64_t seq)
 /*
  * At start, settle records held by a crash between prepare and swap: the
  * swap happened if the instance they announce is the active one (release
- * them), else it did not (drop them).  Main thread, before outbox_start().
+ * them), else it did not (drop them).  Returns how many were dropped: their
+ * prepare may have gone out, so the hooks must hear of the active instance
+ * again.  Main thread, before outbox_start().
  */
-void outbox_resolve_held(struct outbox *o, const char *active)
+int outbox_resolve_held(struct outbox *o, const char *active)
 {
 	struct rec *rec;
 	struct rec *next;
+	int dropped = 0;
 
 	pthread_mutex_lock(&o->lock);
 	for (rec = o->head; rec; rec = next) {
@@ -455,9 +458,12 @@ void outbox_resolve_held(struct outbox *o, const char *active)
 			log_notice("outbox: dropping the commit of a swap that did not happen id=%s inst=%s",
 				   rec->id, rec->new_inst);
 			rec_remove(o, rec);
+			dropped++;
 		}
 	}
 	pthread_mutex_unlock(&o->lock);
+
+	return dropped;
 }
 
 static void abs_deadline(uint64_t ms, struct timespec *ts)

@@ -45,7 +45,7 @@ int outbox_put(struct outbox *o, const char *id, const char *phase, const char *
 	       bool held, const char *json, uint64_t *ret_seq);
 void outbox_release(struct outbox *o, uint64_t seq);
 void outbox_drop(struct outbox *o, uint64_t seq);
-void outbox_resolve_held(struct outbox *o, const char *active);
+int outbox_resolve_held(struct outbox *o, const char *active);
 int outbox_wait(struct outbox *o, uint64_t seq, uint64_t max_ms);
 void outbox_set_conf(struct outbox *o, const struct conf *c);
 void outbox_stats_get(struct outbox *o, struct outbox_stats *ret);

@@ -30,6 +30,7 @@ struct rotate_job {
 	int64_t time_ms;
 	struct inst *old;
 	struct meta old_meta;
+	struct meta new_meta;		/* the instance this swap brought in */
 	uint64_t pause_ns;
 };
 
@@ -47,6 +48,7 @@ struct rotate {
 	pthread_t thread;
 	bool started;
 	struct meta cur;		/* deep copy of the active instance's meta */
+	struct meta urgent_new;		/* from take_now to swapped, on the mux thread */
 	uint64_t rotations;
 	uint64_t last_pause_ns;
 	uint64_t events_failed;		/* events that could not be recorded */
@@ -183,10 +185,12 @@ static int rotate_planned(struct rotate *r, const char *reason)
 	struct inst *next;
 	struct inst *old;
 	struct meta next_meta;
-	struct meta new_copy;
+	struct meta new_copy = {0};
+	struct meta cur_copy = {0};
 	struct meta old_meta;
 	char id[33];
 	uint64_t pause;
+	uint64_t prepare;
 	uint64_t commit = 0;
 	int64_t t = now_realtime_ms();
 	int e;
@@ -195,25 +199,31 @@ static int rotate_planned(struct rotate *r, const char *reason)
 	if (e < 0)
 		return log_err_errno(e, "rotate: no ready instance reason=%s", reason);
 	e = meta_copy(&next_meta, &new_copy);
+	pthread_mutex_lock(&r->lock);
+	if (e == 0)
+		e = meta_copy(&r->cur, &cur_copy);
+	pthread_mutex_unlock(&r->lock);
 	if (e < 0)
 		goto err_put_back;
 	event_id_new(id);
-	event_fill(r, &ev, id, reason, t, &r->cur, &new_copy);
-	/* Both phases are on disk before the swap: a crash cannot lose the commit. */
-	wait_prepare(r, deliver(r, &ev, "prepare", false), id);
+	event_fill(r, &ev, id, reason, t, &cur_copy, &new_copy);
+	/* Both phases are on disk before prepare goes out: a crash cannot lose the commit. */
+	prepare = deliver(r, &ev, "prepare", false);
 	commit = deliver(r, &ev, "commit", true);
+	wait_prepare(r, prepare, id);
 	e = pool_mark_activated(r->pool, next_meta.id);
 	if (e < 0) {
 		log_err_errno(e, "rotate: cannot record the new active instance inst=%s",
 			      next_meta.id);
 		goto err_put_back;
 	}
+	/* before the swap: once the mux owns next, only its thread may talk to it */
+	activated(next, new_copy.id);
 	e = mux_swap(r->mux, next, &next_meta, &old, &old_meta, &pause);
 	if (e < 0)
 		goto err_put_back;
 	log_notice("rotate: swapped inst=%s old=%s reason=%s pause_us=%.1f", new_copy.id,
 		   old_meta.id, reason, (double)pause / 1000.0);
-	activated(next, new_copy.id);
 	outbox_release(r->outbox, commit);
 	set_cur(r, &new_copy);
 	pthread_mutex_lock(&r->lock);
@@ -223,6 +233,7 @@ static int rotate_planned(struct rotate *r, const char *reason)
 	retire(r, old, old_meta.id);
 	meta_clear(&old_meta);
 	meta_clear(&new_copy);
+	meta_clear(&cur_copy);
 
 	return 0;
 
@@ -230,6 +241,7 @@ err_put_back:
 	/* XXX: a taken spare that cannot be activated is discarded, not returned to the pool. */
 	outbox_drop(r->outbox, commit);
 	meta_clear(&new_copy);
+	meta_clear(&cur_copy);
 	inst_stop(next);
 	(void)pool_retire(r->pool, next_meta.id);
 	meta_clear(&next_meta);
@@ -240,16 +252,13 @@ err_put_back:
 static void rotate_finish(struct rotate *r, struct rotate_job *job)
 {
 	struct event_rotation ev;
-	struct meta new_copy;
 
-	pthread_mutex_lock(&r->lock);
-	(void)meta_copy(&r->cur, &new_copy);
-	pthread_mutex_unlock(&r->lock);
-	event_fill(r, &ev, job->event_id, job->reason, job->time_ms, &job->old_meta, &new_copy);
+	event_fill(r, &ev, job->event_id, job->reason, job->time_ms, &job->old_meta,
+		   &job->new_meta);
 	(void)deliver(r, &ev, "prepare", false);
 	(void)deliver(r, &ev, "commit", false);
 	retire(r, job->old, job->old_meta.id);
-	meta_clear(&new_copy);
+	meta_clear(&job->new_meta);
 	meta_clear(&job->old_meta);
 	free(job);
 }
@@ -350,6 +359,12 @@ static int mux_take_now(void *userdata, const char *reason, struct inst **ret_in
 	}
 	activated(in, m.id);
 	set_cur(r, &m);
+	meta_clear(&r->urgent_new);
+	if (meta_copy(&m, &r->urgent_new) < 0) {
+		meta_clear(&r->urgent_new);
+		memset(&r->urgent_new, 0, sizeof(r->urgent_new));
+		snprintf(r->urgent_new.id, sizeof(r->urgent_new.id), "%s", m.id);
+	}
 	*ret_inst = in;
 	*ret_meta = m;
 
@@ -364,13 +379,16 @@ static void mux_swapped(void *userdata, const char *reason, struct inst *old,
 	struct rotate_job **p;
 
 	log_notice("rotate: swapped inst=%s old=%s reason=%s pause_us=%.1f urgent=1",
-		   r->cur.id, old_meta->id, reason, (double)pause_ns / 1000.0);
+		   r->urgent_new.id, old_meta->id, reason, (double)pause_ns / 1000.0);
 	job = calloc(1, sizeof(*job));
 	if (!job) {
 		inst_stop(old);
 		meta_clear(old_meta);
+		meta_clear(&r->urgent_new);
 		return;
 	}
+	job->new_meta = r->urgent_new;
+	memset(&r->urgent_new, 0, sizeof(r->urgent_new));
 	snprintf(job->reason, sizeof(job->reason), "%s", reason);
 	event_id_new(job->event_id);
 	job->time_ms = now_realtime_ms();
@@ -417,17 +435,35 @@ int rotate_new(const struct conf *c, struct pool *pool, struct outbox *ob, struc
 	return 0;
 }
 
+/* Tell the hooks about the active instance, with old = null, before serving. */
+static void announce(struct rotate *r, struct mux *m, const char *reason)
+{
+	struct event_rotation ev;
+	char id[33];
+
+	event_id_new(id);
+	r->mux = NULL;
+	event_fill(r, &ev, id, reason, now_realtime_ms(), NULL, &r->cur);
+	(void)deliver(r, &ev, "prepare", false);
+	/*
+	 * Fast hooks (programs) get the first event before the device
+	 * appears; slow ones (an agent restart needs the device) go on after.
+	 */
+	(void)outbox_wait(r->outbox, deliver(r, &ev, "commit", false), ROTATE_START_WAIT_MS);
+	r->mux = m;
+}
+
 /*
  * The instance to serve at start-up: the one active when the daemon last
  * ran, resumed, or else the first ready one, announced to the hooks with
- * old = null.  Returns 0 or a negative errno.  Main thread, before the mux
- * runs.
+ * old = null.  A resumed one is announced again (reason "resume") when a
+ * crash came between the prepare and the swap of a rotation, since the
+ * verifier may have dropped it already.  Returns 0 or a negative errno.
+ * Main thread, before the mux runs.
  */
 int rotate_first(struct rotate *r, struct mux *m, struct inst **ret_inst, struct meta *ret_meta)
 {
-	struct event_rotation ev;
 	char active[META_ID_MAX];
-	char id[33];
 	int e;
 
 	r->mux = m;
@@ -435,8 +471,9 @@ int rotate_first(struct rotate *r, struct mux *m, struct inst **ret_inst, struct
 		e = pool_resume(r->pool, active, ret_inst, ret_meta);
 		if (e == 0) {
 			log_notice("rotate: resumed active instance inst=%s", active);
-			outbox_resolve_held(r->outbox, active);
 			set_cur(r, ret_meta);
+			if (outbox_resolve_held(r->outbox, active) > 0)
+				announce(r, m, "resume");
 			return 0;
 		}
 		log_err_errno(e, "rotate: cannot resume the active instance, taking a fresh one inst=%s",
@@ -452,18 +489,9 @@ int rotate_first(struct rotate *r, struct mux *m, struct inst **ret_inst, struct
 		return log_err_errno(e, "rotate: cannot record the active instance");
 	}
 	activated(*ret_inst, ret_meta->id);
-	outbox_resolve_held(r->outbox, ret_meta->id);
+	(void)outbox_resolve_held(r->outbox, ret_meta->id);
 	set_cur(r, ret_meta);
-	event_id_new(id);
-	event_fill(r, &ev, id, "start", now_realtime_ms(), NULL, &r->cur);
-	r->mux = NULL;
-	(void)deliver(r, &ev, "prepare", false);
-	/*
-	 * Fast hooks (programs) get the first event before the device
-	 * appears; slow ones (an agent restart needs the device) go on after.
-	 */
-	(void)outbox_wait(r->outbox, deliver(r, &ev, "commit", false), ROTATE_START_WAIT_MS);
-	r->mux = m;
+	announce(r, m, "start");
 	log_notice("rotate: activated inst=%s reason=start", ret_meta->id);
 
 	return 0;
@@ -528,8 +556,10 @@ void rotate_free(struct rotate *r)
 		r->jobs = job->next;
 		inst_stop(job->old);
 		meta_clear(&job->old_meta);
+		meta_clear(&job->new_meta);
 		free(job);
 	}
+	meta_clear(&r->urgent_new);
 	meta_clear(&r->cur);
 	free(r);
 }

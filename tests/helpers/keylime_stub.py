@@ -109,7 +109,8 @@ class Handler(BaseHTTPRequestHandler):
     def sink(self, ev, ctl):
         if self.headers.get("Content-Type") != "application/json" or not isinstance(ev, dict):
             return self.reply(400)
-        extra = {"id": ev.get("id"), "phase": ev.get("phase"),
+        extra = {"id": ev.get("id"), "phase": ev.get("phase"), "reason": ev.get("reason"),
+                 "new": (ev.get("new") or {}).get("instance"),
                  "auth": self.headers.get("Authorization")}
         if ctl.get("huge"):
             return self.reply(200, raw=b"x" * (2 << 20), extra=extra)
