@@ -45,6 +45,11 @@ struct mux {
 	struct mux_rotator rot;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* queue, swap and stop; protected by lock */
+	/*
+	 * One FIFO for every open: an open has at most one command queued
+	 * (a second write is EBUSY until the answer is read), so first come
+	 * first served takes the opens in turn and none can starve another.
+	 */
 	struct mux_req *head;		/* protected by lock */
 	struct mux_req **tail;
 	size_t queued;
