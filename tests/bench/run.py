@@ -769,12 +769,15 @@ def plots(samples, out):
         fn = os.path.join(data, "rotation.dat")
         with open(fn, "w") as f:
             for i, (c, a) in enumerate(zip(cross, samples[("rotation", "after")])):
-                f.write(f"{i + 1} {c} {a}\n")
+                f.write(f"{i + 1} {max(c, 1.0)} {max(a, 1.0)}\n")
         script += [f"set output '{out}/rotation.png'", "unset logscale x",
-                   "set title 'Rotation pause: extra latency over the median, per rotation'",
-                   "set xlabel 'rotation'", "set ylabel 'us'", "set key top left",
+                   "set title 'Rotation pause: extra latency over the median, per swap "
+                   "the client saw (at least 1 us)'",
+                   "set xlabel 'swap'", "set ylabel 'us (log)'", "set logscale y", "set yrange [1:*]",
+                   "set key top left",
                    f"plot '{fn}' using 1:2 with points pt 7 title 'command crossing the swap', "
-                   f"'{fn}' using 1:3 with points pt 1 title 'worst command within 20 ms after'"]
+                   f"'{fn}' using 1:3 with points pt 1 title 'worst command within 20 ms after', "
+                   "250 with lines dt 2 title 'p99 target', 1000 with lines dt 3 title 'max target'"]
     with open(os.path.join(data, "plot.gp"), "w") as f:
         f.write("\n".join(script) + "\n")
     subprocess.run(["gnuplot", os.path.join(data, "plot.gp")], check=True)
