@@ -510,6 +510,34 @@ TEST_F_TIMEOUT(enroll, mtls_without_client_cert_fails_until_configured, 90)
 	EXPECT_EQ(stub_lines(self), 2);
 }
 
+TEST_F_TIMEOUT(enroll, garbage_ca_file_fails_clearly_and_loses_nothing, 60)
+{
+	char conf[2048];
+	char extra[1024];
+	char st[16384];
+	char path[400];
+
+	ASSERT_EQ(stub_start(self, "sink", false), 0);
+	ASSERT_EQ(vd_sh("echo 'not a certificate' > '%s/junk.pem'", self->pki), 0);
+	snprintf(extra, sizeof(extra), "tls_ca = %s/junk.pem\nretry_delay = 200ms\n"
+		 "retry_max_delay = 500ms\nphase = commit", self->pki);
+	sink_conf(self, conf, sizeof(conf), "web", extra);
+	start(&self->d, conf);
+	ASSERT_GE(vd_wait_num(&self->d, "attempts", 2), 2);
+	snprintf(path, sizeof(path), "%s/status", self->d.mnt);
+	ASSERT_GT(vd_read(path, st, sizeof(st)), 0);
+	EXPECT_NE_NULL(strstr(st, "certificate file: "));
+	EXPECT_NE_NULL(strstr(st, "junk.pem"));
+	EXPECT_EQ(stub_lines(self), 0);
+
+	snprintf(extra, sizeof(extra), "tls_ca = %s/ca.pem\nphase = commit", self->pki);
+	sink_conf(self, conf, sizeof(conf), "web", extra);
+	ASSERT_EQ(vd_write_conf(&self->d, NULL, conf), 0);
+	kill(self->d.pid, SIGHUP);
+	ASSERT_TRUE(outbox_drained(&self->d, 30));
+	EXPECT_EQ(stub_lines(self), 1);
+}
+
 TEST_F_TIMEOUT(enroll, tls_verify_no_warns_and_trusts_any_server, 60)
 {
 	char conf[2048];
