@@ -320,6 +320,51 @@ TEST_F_TIMEOUT(daemon, tpmrm0_flushes_what_a_client_leaves, 60)
 			self->d.tpm0), 0);
 }
 
+/* Start-up refuses a mountpoint it cannot serve, before anything else happens. */
+TEST_F_TIMEOUT(daemon, refuses_a_bad_or_busy_mountpoint, 120)
+{
+	const char *bin = getenv("VTPMD_BIN");
+
+	ASSERT_EQ(vd_write_conf(&self->d, NULL, NULL), 0);
+	/* a file, not a directory */
+	EXPECT_EQ(vd_sh("cd %s && sed 's|^mountpoint = .*|mountpoint = %s/file|' vtpmd.conf > f.conf && "
+			"touch file && ! %s -f -c f.conf 2>f.err && grep -q 'not a directory' f.err && "
+			"test ! -e state/instances", self->d.dir, self->d.dir, bin), 0);
+	/* missing */
+	EXPECT_EQ(vd_sh("cd %s && sed 's|^mountpoint = .*|mountpoint = %s/nope|' vtpmd.conf > m.conf && "
+			"! %s -f -c m.conf 2>m.err && grep -q 'mountpoint unusable.*No such file' m.err",
+			self->d.dir, self->d.dir, bin), 0);
+	/* in the background the caller waits for the mount and gets 0 */
+	ASSERT_EQ(vd_sh("%s -c %s", bin, self->d.conf), 0);
+	EXPECT_TRUE(vd_mounted(&self->d));
+	/* a second daemon (other state) on the same mountpoint refuses, exit 1 */
+	EXPECT_EQ(vd_sh("cd %s && sed 's|^state_dir = .*|state_dir = %s/state2|' vtpmd.conf > s.conf && "
+			"! %s -c s.conf 2>s.err && grep -q 'already mounted' s.err",
+			self->d.dir, self->d.dir, bin), 0);
+	/* stop the background daemon by the pid that holds our state dir's lock */
+	EXPECT_EQ(vd_sh("pid=$(fuser %s/state/lock 2>/dev/null | tr -d ' '); test -n \"$pid\" && "
+			"kill $pid && for i in $(seq 100); do kill -0 $pid 2>/dev/null || exit 0; "
+			"sleep 0.1; done; exit 1", self->d.dir), 0);
+	EXPECT_FALSE(vd_mounted(&self->d));
+}
+
+/* A dead mount left by a killed daemon is detached at the next start. */
+TEST_F_TIMEOUT(daemon, restart_after_sigkill_detaches_the_dead_mount, 120)
+{
+	char before[80];
+	char after[80];
+
+	start(&self->d, NULL, NULL);
+	vd_status_active(&self->d, before, sizeof(before));
+	kill(self->d.pid, SIGKILL);
+	waitpid(self->d.pid, NULL, 0);
+	self->d.pid = -1;
+	ASSERT_EQ(vd_start(&self->d), 0);
+	EXPECT_EQ(vd_sh("grep -q 'detached a dead mount' %s", self->d.log), 0);
+	vd_status_active(&self->d, after, sizeof(after));
+	EXPECT_STREQ(before, after);
+}
+
 TEST(check_mode_rejects_a_broken_config)
 {
 	char dir[] = "/tmp/vtpmd-conf.XXXXXX";
@@ -331,6 +376,11 @@ TEST(check_mode_rejects_a_broken_config)
 	EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n[pool]\\nsize = 0\\n' > %s/bad.conf; "
 			"%s -n -c %s/bad.conf 2>%s/err; test $? = 1 && grep -q '^%s/bad.conf:5: ' %s/err",
 			dir, bin, dir, dir, dir, dir), 0);
+	EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n"
+			"[hook.h]\\nexec = /nonexistent/hook\\n' > %s/h.conf; "
+			"%s -n -c %s/h.conf 2>%s/err; test $? = 1 && "
+			"grep -q 'hook.h. exec: /nonexistent/hook: No such file' %s/err",
+			dir, bin, dir, dir, dir), 0);
 	EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n' > %s/ok.conf; "
 			"%s -n -c %s/ok.conf | grep -q '^size = 2'", dir, bin, dir), 0);
 	vd_sh("rm -rf %s", dir);

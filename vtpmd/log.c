@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static bool log_foreground = true;
+static int log_mirror_fd = -1;
 static int log_level = LOG_INFO;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -27,6 +29,23 @@ void log_open(const char *ident, bool foreground, int level)
 	log_level = level;
 	if (!foreground)
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+/*
+ * Also copy syslog lines of warn and above to fd (the terminal that
+ * started a daemon, until it is ready), or stop with -1, closing the old
+ * one.  Main thread.
+ */
+void log_mirror(int fd)
+{
+	int old;
+
+	pthread_mutex_lock(&log_lock);
+	old = log_mirror_fd;
+	log_mirror_fd = fd;
+	pthread_mutex_unlock(&log_lock);
+	if (old >= 0)
+		(void)close(old);
 }
 
 void log_set_level(int level)
@@ -64,6 +83,10 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	if (!log_foreground) {
 		syslog(prio, "%s", line);
+		pthread_mutex_lock(&log_lock);
+		if (log_mirror_fd >= 0 && prio <= LOG_WARNING)
+			dprintf(log_mirror_fd, "vtpmd: %s\n", line);
+		pthread_mutex_unlock(&log_lock);
 		goto out;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);

@@ -12,6 +12,7 @@
  */
 
 void log_open(const char *ident, bool foreground, int level);
+void log_mirror(int fd);
 void log_set_level(int level);
 int log_get_level(void);
 void log_vmsg(int prio, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +44,46 @@ struct daemon {
 };
 
 static struct daemon d = { .lock_fd = -1 };
+
+/* Write end of the pipe to the waiting parent until start-up is over. */
+static int ready_fd = -1;
+
+static int check_access(const char *conf_path, const char *what, const char *path, int mode)
+{
+	if (access(path, mode) == 0)
+		return 0;
+	fprintf(stderr, "%s: %s: %s: %s\n", conf_path, what, path, strerror(errno));
+
+	return -errno;
+}
+
+/*
+ * vtpmd -n: beyond the syntax, the files the configuration names must be
+ * usable (CA files readable, hook programs executable), so that a broken
+ * setup fails the check rather than the first rotation.
+ */
+static int check_files(const struct conf *c, const char *conf_path)
+{
+	char what[64];
+	size_t i;
+	int r = 0;
+
+	if (c->ca_cert && check_access(conf_path, "ca_cert", c->ca_cert, R_OK) < 0)
+		r = -EINVAL;
+	if (c->ca_key && check_access(conf_path, "ca_key", c->ca_key, R_OK) < 0)
+		r = -EINVAL;
+	for (i = 0; i < c->n_hooks; i++) {
+		const struct conf_hook *h = &c->hooks[i];
+
+		if (!h->argv || !h->argv[0])
+			continue;
+		snprintf(what, sizeof(what), "[hook.%s] exec", h->name);
+		if (check_access(conf_path, what, h->argv[0], X_OK) < 0)
+			r = -EINVAL;
+	}
+
+	return r;
+}
 
 static void usage(FILE *f)
 {
@@ -215,6 +256,115 @@ static int ca_open(const struct conf *c)
 	log_notice("vtpmd: created the local EK CA path=%s", d.ca_cert);
 
 	return 0;
+}
+
+/*
+ * The mountpoint must be an existing directory with nothing mounted on it.
+ * A dead FUSE mount that a killed vtpmd left behind is detached first.
+ */
+static bool mount_is_dead(const char *path)
+{
+	char status[PATH_MAX];
+	struct stat st;
+
+	snprintf(status, sizeof(status), "%s/status", path);
+	if (stat(path, &st) == 0 && stat(status, &st) == 0)
+		return false;
+
+	return errno == ENOTCONN || errno == ECONNABORTED;
+}
+
+static int mountpoint_check(const char *path)
+{
+	struct stat st;
+	struct stat up;
+	char parent[PATH_MAX];
+
+	if (mount_is_dead(path)) {
+		if (umount2(path, MNT_DETACH) < 0)
+			return log_err_errno(-errno, "vtpmd: cannot detach a dead mount path=%s", path);
+		log_notice("vtpmd: detached a dead mount left by an earlier run path=%s", path);
+	}
+	if (stat(path, &st) < 0)
+		return log_err_errno(-errno, "vtpmd: mountpoint unusable path=%s", path);
+	if (!S_ISDIR(st.st_mode)) {
+		log_err("vtpmd: mountpoint is not a directory path=%s", path);
+		return -ENOTDIR;
+	}
+	snprintf(parent, sizeof(parent), "%s/..", path);
+	if (stat(parent, &up) < 0)
+		return log_err_errno(-errno, "vtpmd: mountpoint unusable path=%s", parent);
+	if (st.st_dev != up.st_dev) {
+		log_err("vtpmd: something is already mounted on the mountpoint path=%s", path);
+		return -EBUSY;
+	}
+
+	return 0;
+}
+
+/* The parent of a daemon that did not say it is ready learns it failed. */
+static void ready_fail(void)
+{
+	uint8_t status = 1;
+
+	if (ready_fd >= 0)
+		(void)!write(ready_fd, &status, 1);
+}
+
+static void null_stdio(void)
+{
+	int fd;
+
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	(void)dup2(fd, STDIN_FILENO);
+	(void)dup2(fd, STDOUT_FILENO);
+	(void)dup2(fd, STDERR_FILENO);
+	(void)close(fd);
+}
+
+/* Start-up is over: the parent exits 0, and so does the terminal mirror. */
+static void ready_done(void)
+{
+	uint8_t status = 0;
+
+	if (ready_fd < 0)
+		return;
+	(void)!write(ready_fd, &status, 1);
+	(void)close(ready_fd);
+	ready_fd = -1;
+	log_mirror(-1);
+}
+
+/*
+ * Go to the background, but keep the caller until start-up is over: the
+ * parent exits with 0 once the mount is ready, or 1 when start-up failed,
+ * so "vtpmd -c FILE" in a script fails as it should.  Before any thread.
+ */
+static void daemonize(void)
+{
+	uint8_t status = 1;
+	int fds[2];
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		log_fatal("vtpmd: cannot daemonize err=\"%s\"", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		log_fatal("vtpmd: cannot daemonize err=\"%s\"", strerror(errno));
+	if (pid > 0) {
+		(void)close(fds[1]);
+		if (read(fds[0], &status, 1) != 1)
+			status = 1;
+		_exit(status);
+	}
+	(void)close(fds[0]);
+	ready_fd = fds[1];
+	atexit(ready_fail);
+	null_stdio();
+	if (setsid() < 0 || chdir("/") < 0)
+		log_fatal("vtpmd: cannot daemonize err=\"%s\"", strerror(errno));
 }
 
 static int pool_open(const struct conf *c)
@@ -432,15 +582,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
-		conf_dump(d.conf, stdout);
+		r = check_files(d.conf, d.conf_path);
+		if (r == 0)
+			conf_dump(d.conf, stdout);
 		conf_free(d.conf);
-		return 0;
+		return r < 0 ? 1 : 0;
 	}
 	log_open("vtpmd", foreground, debug ? LOG_DEBUG : d.conf->log_level);
+	/* errors reach the caller's terminal until ready; no child inherits it */
+	if (!foreground)
+		log_mirror(fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3));
 	if (find_helper(d.helper, sizeof(d.helper)) < 0)
 		log_fatal("vtpmd: cannot find the instance helper vtpmd-instance path=%s", d.helper);
-	if (!foreground && daemon(0, 0) < 0)
-		log_fatal("vtpmd: cannot daemonize err=\"%s\"", strerror(errno));
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGHUP);
@@ -450,8 +603,11 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (state_dir_open(d.conf->state_dir) < 0 || ca_open(d.conf) < 0)
+	if (mountpoint_check(d.conf->mountpoint) < 0 || state_dir_open(d.conf->state_dir) < 0 ||
+	    ca_open(d.conf) < 0)
 		log_fatal("vtpmd: cannot start");
+	if (!foreground)
+		daemonize();
 	r = pool_open(d.conf);
 	if (r < 0)
 		log_fatal("vtpmd: cannot open the pool path=%s err=\"%s\"", d.conf->state_dir,
@@ -463,6 +619,7 @@ int main(int argc, char **argv)
 		log_fatal("vtpmd: cannot start serving");
 	}
 	log_notice("vtpmd: ready path=%s pool_size=%u", d.conf->mountpoint, d.conf->pool_size);
+	ready_done();
 	r = signal_loop(&set);
 	teardown();
 	log_notice("vtpmd: stopped");
