@@ -33,6 +33,9 @@ vtpmd_build() {
 	shift
 	if [ ! -f "$dir/build.ninja" ]; then
 		meson setup "$dir" "$@" >&2
+	elif [ $# -gt 0 ]; then
+		# an existing build (say, the demo's) takes this caller's options too
+		meson configure "$dir" "$@" >&2
 	fi
 	ninja -C "$dir" >&2
 }
