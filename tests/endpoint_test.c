@@ -365,6 +365,48 @@ TEST_F_TIMEOUT(daemon, restart_after_sigkill_detaches_the_dead_mount, 120)
 	EXPECT_STREQ(before, after);
 }
 
+/*
+ * Rotations while a client sends commands back to back: every command is
+ * answered with success, no instance fails, and each rotation's event
+ * names the instance it brought in.
+ */
+TEST_F_TIMEOUT(daemon, rotations_under_load_lose_no_command, 180)
+{
+	uint8_t rsp[64];
+	int status = 0;
+	pid_t child;
+	long long want;
+	int i;
+
+	start(&self->d, NULL, NULL);
+	child = fork();
+	ASSERT_GE(child, 0);
+	if (child == 0) {
+		int fd = open(self->d.tpm0, O_RDWR);
+		int bad = 0;
+		int n;
+
+		for (n = 0; n < 20000 && fd >= 0; n++)
+			if (xfer(fd, getrandom8, sizeof(getrandom8), rsp, sizeof(rsp)) != 20 ||
+			    (rsp[6] | rsp[7] | rsp[8] | rsp[9]) != 0)
+				bad++;
+		_exit(fd < 0 ? 255 : bad > 254 ? 254 : bad);
+	}
+	for (i = 1; i <= 5; i++) {
+		kill(self->d.pid, SIGUSR1);
+		want = vd_wait_num(&self->d, "rotations", i);
+		EXPECT_EQ(want, i);
+		EXPECT_GE(vd_wait_num(&self->d, "ready", 2), 2);
+	}
+	ASSERT_EQ(waitpid(child, &status, 0), child);
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(WEXITSTATUS(status), 0);
+	EXPECT_NE(vd_sh("grep -E 'instance failed|cannot drop' %s", self->d.log), 0);
+	/* six events (start + 5), six different new instances */
+	EXPECT_EQ(vd_sh("grep -ho '\"new\":{\"instance\":\"[^\"]*\"' %s/*-commit.json |"
+			" sort -u | wc -l | grep -qx 6", self->d.events), 0);
+}
+
 TEST(check_mode_rejects_a_broken_config)
 {
 	char dir[] = "/tmp/vtpmd-conf.XXXXXX";
