@@ -46,6 +46,7 @@ struct dlv {
 	unsigned attempts;
 	unsigned step;			/* enum keylime_step */
 	uint64_t next_ms;		/* monotonic; not before; not persisted */
+	bool busy;			/* a delivery thread is making an attempt */
 	char err[OUTBOX_ERR_MAX];
 };
 
@@ -71,8 +72,9 @@ struct outbox {
 	struct rec *head;		/* in seq order; protected by lock */
 	uint64_t next_seq;
 	bool stop;
-	bool started;
-	pthread_t thread;
+	bool started;			/* outbox_start() was called */
+	size_t n_threads;		/* delivery threads: one per configured hook */
+	pthread_t threads[CONF_MAX_HOOKS];
 };
 
 /* The delivery being made, for Keylime's progress callback. */
@@ -684,8 +686,8 @@ static struct dlv *dlv_of(struct rec *rec, const char *hook)
 
 /*
  * The next delivery due: per hook, only its oldest open record may go
- * (a held one blocks the hook).  *wake_ms is lowered to the next due time.
- * Under o->lock.
+ * (a held one, or one another thread is delivering, blocks the hook).
+ * *wake_ms is lowered to the next due time.  Under o->lock.
  */
 static struct dlv *pick(struct outbox *o, struct rec **ret_rec, uint64_t *wake_ms)
 {
@@ -699,7 +701,7 @@ static struct dlv *pick(struct outbox *o, struct rec **ret_rec, uint64_t *wake_m
 			d = dlv_of(rec, o->conf->hooks[i].name);
 			if (!d || d->state != DLV_PENDING)
 				continue;
-			if (rec->held)
+			if (rec->held || d->busy)
 				break;
 			if (d->next_ms <= now) {
 				*ret_rec = rec;
@@ -733,18 +735,21 @@ static bool deliver_next(struct outbox *o, uint64_t *wake_ms)
 	if (!d)
 		return false;
 	h = hook_find(o->conf, d->hook);
+	d->busy = true;
 	pthread_mutex_unlock(&o->lock);
 	t0 = mono_ms();
 	r = attempt(o, h, rec, d, err, sizeof(err));
 	pthread_mutex_lock(&o->lock);
+	d->busy = false;
 	settle(o, h, rec, d, r, err, mono_ms() - t0);
 
 	return true;
 }
 
 /*
- * XXX: one thread delivers for every hook, so a hook that hangs until its
- * timeout holds back the other hooks' deliveries (README, Known gaps).
+ * One of the delivery threads.  There are as many as hooks, and a hook is
+ * served by one thread at a time, so a hook that hangs until its timeout
+ * holds back only its own deliveries.
  */
 static void *outbox_main(void *arg)
 {
@@ -765,6 +770,21 @@ static void *outbox_main(void *arg)
 	return NULL;
 }
 
+/* Start delivery threads until there is one per hook of c.  Under o->lock. */
+static int threads_grow(struct outbox *o, const struct conf *c)
+{
+	int r;
+
+	while (o->n_threads < c->n_hooks && o->n_threads < CONF_MAX_HOOKS) {
+		r = -pthread_create(&o->threads[o->n_threads], NULL, outbox_main, o);
+		if (r < 0)
+			return r;
+		o->n_threads++;
+	}
+
+	return 0;
+}
+
 /*
  * New configuration after SIGHUP: deliveries use its hooks from now on,
  * and failed ones get their retries again.  c must outlive the outbox or
@@ -777,6 +797,8 @@ void outbox_set_conf(struct outbox *o, const struct conf *c)
 
 	pthread_mutex_lock(&o->lock);
 	o->conf = c;
+	if (o->started && threads_grow(o, c) < 0)
+		log_err("outbox: cannot start a delivery thread for the new hooks");
 	for (rec = o->head; rec; rec = rec->next) {
 		for (i = 0; i < rec->n; i++) {
 			if (rec->d[i].state != DLV_FAILED)
@@ -870,32 +892,35 @@ int outbox_new(const char *state_dir, const struct conf *c, struct outbox **ret)
 	return 0;
 }
 
-/* Start the delivery thread.  Returns 0 or a negative errno.  Main thread. */
+/* Start the delivery threads.  Returns 0 or a negative errno.  Main thread. */
 int outbox_start(struct outbox *o)
 {
 	int r;
 
-	r = -pthread_create(&o->thread, NULL, outbox_main, o);
-	if (r == 0)
-		o->started = true;
+	pthread_mutex_lock(&o->lock);
+	o->started = true;
+	r = threads_grow(o, o->conf);
+	pthread_mutex_unlock(&o->lock);
 
 	return r;
 }
 
 /*
- * Stop the delivery thread after the attempt under way and free the
+ * Stop the delivery threads after the attempts under way and free the
  * outbox; what is pending stays on disk.  NULL is a no-op.  Main thread.
  */
 void outbox_free(struct outbox *o)
 {
+	size_t i;
+
 	if (!o)
 		return;
 	pthread_mutex_lock(&o->lock);
 	o->stop = true;
 	pthread_cond_broadcast(&o->wake);
 	pthread_mutex_unlock(&o->lock);
-	if (o->started)
-		pthread_join(o->thread, NULL);
+	for (i = 0; i < o->n_threads; i++)
+		pthread_join(o->threads[i], NULL);
 	outbox_recs_free(o);
 	pthread_cond_destroy(&o->wake);
 	pthread_cond_destroy(&o->done);
