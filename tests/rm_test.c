@@ -24,6 +24,8 @@
 #define AK "0x81008000"
 #define AK_HANDLE_VALUE 0x81008000u
 #define RC_RM 0x000b0000u		/* the kernel's resource-manager layer */
+/* TPM2_TRANSIENT_FIRST, whose tss2 definition shifts a signed int too far */
+#define TRANSIENT_FIRST 0x80000000u
 #define RC_HANDLE_H1 (TPM2_RC_HANDLE | TPM2_RC_1)
 #define RC_HANDLE_P1 (TPM2_RC_HANDLE | TPM2_RC_P | TPM2_RC_1)
 
@@ -322,7 +324,7 @@ TEST_F_TIMEOUT(rm, opens_have_their_own_handles, 60)
 	/* b cannot reach a's object, even by guessing its number */
 	EXPECT_EQ(read_public(b, va + 1), RC_HANDLE_H1);
 	EXPECT_EQ(read_public(a, 0x80000000), RC_HANDLE_H1);
-	EXPECT_EQ(handles(a, TPM2_TRANSIENT_FIRST, list, 8), 1);
+	EXPECT_EQ(handles(a, TRANSIENT_FIRST, list, 8), 1);
 	EXPECT_EQ(list[0], va);
 	ASSERT_EQ(start_session(a, &sa), TPM2_RC_SUCCESS);
 	EXPECT_EQ(handles(a, TPM2_LOADED_SESSION_FIRST, list, 8), 1);
@@ -336,7 +338,7 @@ TEST_F_TIMEOUT(rm, opens_have_their_own_handles, 60)
 	/* between commands the instance holds nothing loaded of either */
 	t = open(self->d.tpm0, O_RDWR | O_NONBLOCK);
 	ASSERT_GE(t, 0);
-	EXPECT_EQ(handles(t, TPM2_TRANSIENT_FIRST, list, 8), 0);
+	EXPECT_EQ(handles(t, TRANSIENT_FIRST, list, 8), 0);
 	EXPECT_EQ(handles(t, TPM2_ACTIVE_SESSION_FIRST, list, 8), 1);
 	/* tpm0 and tpmrm0 together: interleaved commands all answer */
 	EXPECT_EQ(get_random(t), TPM2_RC_SUCCESS);
@@ -375,7 +377,7 @@ TEST_F_TIMEOUT(rm, context_save_load_flush_on_virtual_handles, 60)
 	/* an object context loads again and again, each time a new handle */
 	ASSERT_EQ(context_load(a, blob, len, &v), TPM2_RC_SUCCESS);
 	EXPECT_NE(v, v2);
-	EXPECT_EQ(handles(a, TPM2_TRANSIENT_FIRST, list, 8), 2);
+	EXPECT_EQ(handles(a, TRANSIENT_FIRST, list, 8), 2);
 
 	/* a session saved by the client is the client's until it loads it back */
 	ASSERT_EQ(start_session(a, &s), TPM2_RC_SUCCESS);
@@ -562,7 +564,7 @@ TEST_F_TIMEOUT(rm, getcap_handles_with_a_session_reaches_the_tpm, 60)
 	memset(c.b + c.off, 0x5a, 32);
 	c.off += 32;
 	Tss2_MU_UINT32_Marshal(TPM2_CAP_HANDLES, c.b, sizeof(c.b), &c.off);
-	Tss2_MU_UINT32_Marshal(TPM2_TRANSIENT_FIRST, c.b, sizeof(c.b), &c.off);
+	Tss2_MU_UINT32_Marshal(TRANSIENT_FIRST, c.b, sizeof(c.b), &c.off);
 	Tss2_MU_UINT32_Marshal(8, c.b, sizeof(c.b), &c.off);
 	rc = run(a, &c, rsp, sizeof(rsp), NULL);
 	TEST_LOG("rc=0x%x", rc);
@@ -616,7 +618,7 @@ TEST_F_TIMEOUT(rm, close_and_sigkill_flush_what_the_open_held, 60)
 	for (int i = 0; i < 100 && handles(t, TPM2_ACTIVE_SESSION_FIRST, list, 8) != 0; i++)
 		vd_sleep_ms(20);
 	EXPECT_EQ(handles(t, TPM2_ACTIVE_SESSION_FIRST, list, 8), 0);
-	EXPECT_EQ(handles(t, TPM2_TRANSIENT_FIRST, list, 8), 0);
+	EXPECT_EQ(handles(t, TRANSIENT_FIRST, list, 8), 0);
 	close(t);
 }
 

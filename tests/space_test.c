@@ -21,6 +21,8 @@
 #include "tpmcmd.h"
 
 #define RC_RM 0x000b0000u
+/* TPM2_TRANSIENT_FIRST, whose tss2 definition shifts a signed int too far */
+#define TRANSIENT_FIRST 0x80000000u
 
 FIXTURE(space) {
 	bool have_root;
@@ -245,7 +247,7 @@ TEST_F_TIMEOUT(space, translates_handles_in_commands_and_responses, 60)
 	EXPECT_EQ(v >> 24, TPM2_HT_TRANSIENT);
 	EXPECT_EQ(space_count(self->s, false), 1);
 	/* the instance holds nothing between commands */
-	EXPECT_EQ(instance_handles(self, TPM2_TRANSIENT_FIRST), 0);
+	EXPECT_EQ(instance_handles(self, TRANSIENT_FIRST), 0);
 
 	/* the virtual handle in a command becomes the instance's */
 	cmd_begin(&c, false, TPM2_CC_ReadPublic, &v, 1);
@@ -255,12 +257,12 @@ TEST_F_TIMEOUT(space, translates_handles_in_commands_and_responses, 60)
 	TEST_LOG("virtual 0x%x, in the instance 0x%x", v, real);
 	EXPECT_NE(real, v);
 	EXPECT_EQ(real >> 24, TPM2_HT_TRANSIENT);
-	EXPECT_EQ(instance_handles(self, TPM2_TRANSIENT_FIRST), 1);
+	EXPECT_EQ(instance_handles(self, TRANSIENT_FIRST), 1);
 	ASSERT_EQ(inst_transmit(self->in, 0, c.b, c.off, self->rsp, sizeof(self->rsp),
 				&self->rlen), 0);
 	EXPECT_EQ(be32(self->rsp + 6), TPM2_RC_SUCCESS);
 	ASSERT_EQ(space_commit(self->s, &self->tpm, self->rsp, &self->rlen, sizeof(self->rsp)), 0);
-	EXPECT_EQ(instance_handles(self, TPM2_TRANSIENT_FIRST), 0);
+	EXPECT_EQ(instance_handles(self, TRANSIENT_FIRST), 0);
 
 	/* persistent and permanent handles pass unchanged */
 	v = TPM2_RH_OWNER;
