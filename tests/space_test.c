@@ -393,4 +393,69 @@ TEST_F_TIMEOUT(space, refresh_saves_old_sessions_again, 60)
 	EXPECT_EQ(instance_handles(self, TPM2_ACTIVE_SESSION_FIRST), 0);
 }
 
+/* Send a marshalled command straight to the instance; the response code. */
+static uint32_t direct(struct harness_fx_space *self, struct cmd *c)
+{
+	if (inst_transmit(self->in, 0, c->b, cmd_end(c), self->rsp, sizeof(self->rsp),
+			  &self->rlen) < 0)
+		return 0xffffffffu;
+
+	return be32(self->rsp + 6);
+}
+
+/*
+ * A session saved by someone outside the space moves the context counter
+ * until the space's oldest session blocks it: the space's own save then
+ * reports TPM_RC_CONTEXT_GAP as -EAGAIN, and after a refresh (which
+ * reloads and saves the oldest first, the one session libtpms still takes
+ * at the gap) the commit goes on.
+ */
+TEST_F_TIMEOUT(space, commit_stopped_by_the_gap_goes_on_after_refresh, 120)
+{
+	uint8_t blob[4096];
+	size_t blen;
+	struct cmd c;
+	uint32_t x;
+	uint32_t rc = 0;
+	bool sent;
+	long i;
+
+	start_session_cmd(&c);
+	ASSERT_EQ(through(self, &c, &sent), TPM2_RC_SUCCESS);
+	start_session_cmd(&c);
+	ASSERT_EQ(direct(self, &c), TPM2_RC_SUCCESS);
+	x = be32(self->rsp + 10);
+	for (i = 0; i < 70000; i++) {
+		cmd_begin(&c, false, TPM2_CC_ContextSave, &x, 1);
+		rc = direct(self, &c);
+		if (rc != TPM2_RC_SUCCESS)
+			break;
+		blen = self->rlen - 10;
+		memcpy(blob, self->rsp + 10, blen);
+		cmd_begin(&c, false, TPM2_CC_ContextLoad, NULL, 0);
+		memcpy(c.b + c.off, blob, blen);
+		c.off += blen;
+		ASSERT_EQ(direct(self, &c), TPM2_RC_SUCCESS);
+	}
+	TEST_LOG("outside saves until the gap: %ld", i);
+	ASSERT_EQ(rc, TPM2_RC_CONTEXT_GAP);
+
+	start_session_cmd(&c);
+	ASSERT_EQ(space_prepare(self->s, self->table, &self->tpm, c.b, cmd_end(&c), self->rsp,
+				sizeof(self->rsp), &self->rlen), 0);
+	ASSERT_EQ(inst_transmit(self->in, 0, c.b, c.off, self->rsp, sizeof(self->rsp),
+				&self->rlen), 0);
+	ASSERT_EQ(be32(self->rsp + 6), TPM2_RC_SUCCESS);
+	EXPECT_EQ(space_commit(self->s, &self->tpm, self->rsp, &self->rlen, sizeof(self->rsp)),
+		  -EAGAIN);
+	ASSERT_EQ(space_refresh(self->s, &self->tpm, self->tpm.next_seq), 0);
+	EXPECT_EQ(space_commit(self->s, &self->tpm, self->rsp, &self->rlen, sizeof(self->rsp)), 0);
+	EXPECT_EQ(space_count(self->s, true), 2);
+	/* both sessions are saved and usable: the client can take each one */
+	cmd_begin(&c, false, TPM2_CC_ContextSave, &x, 1);
+	EXPECT_EQ(direct(self, &c), TPM2_RC_SUCCESS);
+	space_flush(self->s, &self->tpm);
+	EXPECT_EQ(instance_handles(self, TPM2_ACTIVE_SESSION_FIRST), 1);
+}
+
 TEST_HARNESS_MAIN

@@ -846,10 +846,12 @@ static struct space_entry *oldest_saved(struct space *s, uint64_t before)
 int space_refresh(struct space *s, struct space_tpm *tpm, uint64_t before)
 {
 	struct space_entry *e;
+	unsigned i;
 	uint32_t rc;
 	int r;
 
-	while ((e = oldest_saved(s, before))) {
+	/* each session once at most, even if before lies beyond the counter */
+	for (i = 0; i < s->lim.max_sessions && (e = oldest_saved(s, before)); i++) {
 		r = tpm_load(tpm, e, &e->real, &rc);
 		if (r < 0)
 			return r;
