@@ -245,8 +245,6 @@ TEST_TIMEOUT(hook_exec_as_runs_the_program_as_the_user_with_only_its_group, 30)
 
 TEST_F_TIMEOUT(access, hook_user_from_the_config_runs_the_daemons_hooks, 120)
 {
-	/* XXX: outbox.c and keylime.c still call hook_exec(), not hook_exec_as() */
-	TEST_XFAIL("hooks are not run as [hook.*] user yet (README Known gaps)");
 	ASSERT_EQ(chmod(self->d.dir, 0711), 0);
 	ASSERT_EQ(vd_sh("mkdir -m 1777 %s/pub && printf '#!/bin/sh\\nid -u > %s/pub/uid.$$\\n"
 			"cat >/dev/null\\n' > %s/idhook && chmod 0755 %s/idhook",

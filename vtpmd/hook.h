@@ -34,11 +34,7 @@ struct hook_cred {
 	gid_t gid;		/* its only group: supplementary groups are cleared */
 };
 
-/*
- * setpriv(1) switches to a hook's user between posix_spawn and the program.
- * XXX: the daemon's hook runners (outbox.c, keylime.c) still call
- * hook_exec(), so [hook.NAME] user is parsed but not applied yet.
- */
+/* setpriv(1) switches to a hook's user between posix_spawn and the program. */
 #define HOOK_SETPRIV "/usr/bin/setpriv"
 #define HOOK_ARGS_MAX 64		/* words of a program's argv, setpriv's included */
 

@@ -183,10 +183,12 @@ static int step_restart(struct keylime_run *k)
 {
 	char phase_var[64] = "VTPMD_EVENT_PHASE=commit";
 	char *envp[] = { phase_var, NULL };
+	struct hook_cred cred = { k->h->user_uid, k->h->user_gid };
 	struct hook_result res;
 	int r;
 
-	r = hook_exec(k->h->restart_argv, envp, k->json, strlen(k->json), k->h->timeout_ms, &res);
+	r = hook_exec_as(k->h->restart_argv, envp, k->json, strlen(k->json), k->h->timeout_ms,
+			 k->h->has_user ? &cred : NULL, &res);
 	if (r < 0) {
 		snprintf(k->err, k->err_size, "agent_restart: cannot run %s: %s",
 			 k->h->restart_argv[0], strerror(-r));

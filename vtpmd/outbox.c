@@ -565,12 +565,14 @@ static int run_exec(const struct conf_hook *h, const struct rec *rec, char *err,
 	char phase_var[64];
 	char id_var[64];
 	char *envp[] = { phase_var, id_var, NULL };
+	struct hook_cred cred = { h->user_uid, h->user_gid };
 	struct hook_result res;
 	int r;
 
 	snprintf(phase_var, sizeof(phase_var), "VTPMD_EVENT_PHASE=%s", rec->phase);
 	snprintf(id_var, sizeof(id_var), "VTPMD_EVENT_ID=%s", rec->id);
-	r = hook_exec(h->argv, envp, rec->json, strlen(rec->json), h->timeout_ms, &res);
+	r = hook_exec_as(h->argv, envp, rec->json, strlen(rec->json), h->timeout_ms,
+			 h->has_user ? &cred : NULL, &res);
 	if (r < 0) {
 		snprintf(err, n, "cannot run %s: %s", h->argv[0], strerror(-r));
 		return r;
