@@ -74,6 +74,7 @@ class Bench:
         self.mounts = []
         self.dbus_pid = None
         self.vd = None
+        self.echo_proc = None
         self.samples = {}       # (target, op) -> [us]
         self.res = {"latency": {}, "raw": {}, "throughput": {}, "notes": []}
         n = {"getrandom": 2000, "quote_ecc": 300, "quote_rsa": 100, "create_load_flush": 150}
@@ -112,8 +113,9 @@ class Bench:
             subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def run_client(self, *args, env=None, timeout=600):
-        p = subprocess.run([self.client, *map(str, args)], capture_output=True, text=True,
+    def run_client(self, *args, env=None, timeout=600, cpu=None):
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        p = subprocess.run([*pin, self.client, *map(str, args)], capture_output=True, text=True,
                            env=env, timeout=timeout)
         if p.returncode != 0:
             raise RuntimeError(f"vtpmd-bench {' '.join(map(str, args))}: {p.stderr.strip()}")
@@ -151,7 +153,7 @@ class Bench:
     def start_echo(self):
         mnt = os.path.join(self.tmp, "echo")
         os.makedirs(mnt)
-        self.spawn([self.echofs, mnt], log_name="echofs.log")
+        self.echo_proc = self.spawn([self.echofs, mnt], log_name="echofs.log")
         self.mounts.append(mnt)
         if not self.wait_for(lambda: os.path.exists(os.path.join(mnt, "echo")), 10):
             raise RuntimeError("the FUSE echo floor did not mount")
@@ -286,6 +288,36 @@ class Bench:
     def pool_full(self, d):
         s = self.status(d)
         return bool(s and s["pool"]["ready"] >= s["pool"]["size"] and not s["rotation_pending"])
+
+    def pin(self, pid, cpus):
+        """Move every thread of pid and of its children to cpus."""
+        for p in [pid] + self.children(pid):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                try:
+                    os.sched_setaffinity(int(tid), cpus)
+                except OSError:
+                    pass
+
+    def run_placement(self):
+        """
+        The raw round trip with the server's threads on the client's CPU and
+        on another one: what a wake-up across CPUs costs on this machine.
+        """
+        if (os.cpu_count() or 1) < 2:
+            raise RuntimeError("one CPU: nothing to compare")
+        n = self.n["getrandom"] // 2
+        every = set(range(os.cpu_count()))
+        for name, pid in [("echo", self.echo_proc.pid), ("tpm0", self.vd[1].pid)]:
+            for label, cpu in [("same", 0), ("other", 1)]:
+                self.pin(pid, {cpu})
+                try:
+                    d = self.run_client("raw", self.raws[name], n, cpu=0)[0]
+                finally:
+                    self.pin(pid, every)
+                self.res.setdefault("placement", {}).setdefault(name, {})[label] = summary(
+                    d["samples_us"])
+                log(f"placement {name} {label}: median "
+                    f"{self.res['placement'][name][label]['median']:.1f} us")
 
     def run_rotation_step(self):
         d, p = self.vd
@@ -508,6 +540,7 @@ class Bench:
     def run(self):
         self.res["machine"] = self.machine()
         steps = [("latency and throughput", self.run_latency),
+                 ("CPU placement", self.run_placement),
                  ("rotation", self.run_rotation_step),
                  ("memory and startup", self.run_memory),
                  ("manufacturing", self.run_manufacture),
@@ -647,6 +680,18 @@ def markdown(res):
         out.append(f"| the rest: FUSE thread to multiplexer thread and back, poll "
                    f"notification, second poll | {fmt_us(rest)} |")
         out.append(f"| total, raw tpm0 | {fmt_us(tpm0['median'])} |")
+    pl = res.get("placement")
+    if pl:
+        out.append("")
+        out.append("### CPU placement (raw GetRandom round trip, client on CPU 0; medians, p99)")
+        out.append("")
+        out.append("| file | server threads on the client's CPU | server threads on another CPU |")
+        out.append("| --- | ---: | ---: |")
+        for k, name in [("echo", "FUSE echo file (floor)"), ("tpm0", "vtpmd tpm0, with its instances")]:
+            if k in pl:
+                a, b = pl[k]["same"], pl[k]["other"]
+                out.append(f"| {name} | {fmt_us(a['median'])}, {fmt_us(a['p99'])} | "
+                           f"{fmt_us(b['median'])}, {fmt_us(b['p99'])} |")
     out.append("")
     out.append("### Throughput (commands per second, clients each with their own connection)")
     out.append("")
