@@ -407,6 +407,31 @@ TEST_F_TIMEOUT(daemon, rotations_under_load_lose_no_command, 180)
 			" sort -u | wc -l | grep -qx 6", self->d.events), 0);
 }
 
+/* Failed authorizations approach DA lockout: rotate before the TPM locks out. */
+TEST_F_TIMEOUT(daemon, lockout_margin_rotates_before_lockout, 120)
+{
+	start(&self->d, NULL, "[rotate]\nlockout_margin = 1\n");
+	EXPECT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s; for i in 1 2; do "
+			"! tpm2_quote -Q -c " AK " -p wrong -l sha256:0 -q 00 -m %s/m -s %s/s 2>/dev/null "
+			"|| exit 1; done", self->d.tpm0, self->d.dir, self->d.dir), 0);
+	EXPECT_EQ(vd_wait_num(&self->d, "rotations", 1), 1);
+	EXPECT_EQ(vd_sh("grep -q 'reason=lockout_watermark' %s", self->d.log), 0);
+	/* the fresh instance has no failures: quoting with the right (empty) auth works */
+	EXPECT_EQ(vd_sh("TPM2TOOLS_TCTI=device:%s tpm2_quote -Q -c " AK " -l sha256:0 -q 00 "
+			"-m %s/m -s %s/s", self->d.tpm0, self->d.dir, self->d.dir), 0);
+}
+
+/* A margin as large as the TPM's max_auth_fail does not rotate while nothing failed. */
+TEST_F_TIMEOUT(daemon, lockout_margin_needs_a_failure, 60)
+{
+	start(&self->d, NULL, "[rotate]\nlockout_margin = 3\n");
+	EXPECT_EQ(vd_sh("export TPM2TOOLS_TCTI=device:%s; for i in 1 2 3 4 5; do "
+			"tpm2_startauthsession -S %s/s$i.ctx || exit 1; done", self->d.tpm0,
+			self->d.dir), 0);
+	vd_sleep_ms(300);
+	EXPECT_EQ(vd_status_num(&self->d, "rotations"), 0);
+}
+
 TEST(check_mode_rejects_a_broken_config)
 {
 	char dir[] = "/tmp/vtpmd-conf.XXXXXX";
