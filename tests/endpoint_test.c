@@ -432,6 +432,18 @@ TEST_F_TIMEOUT(daemon, lockout_margin_needs_a_failure, 60)
 	EXPECT_EQ(vd_status_num(&self->d, "rotations"), 0);
 }
 
+/* Every configuration example in the README parses: no syntax error, no unknown key. */
+TEST(readme_config_examples_parse)
+{
+	const char *src = getenv("VTPMD_SOURCE_ROOT");
+	const char *bin = getenv("VTPMD_BIN");
+
+	if (!src || !bin)
+		TEST_SKIP("VTPMD_SOURCE_ROOT or VTPMD_BIN not set (run through meson)");
+	EXPECT_EQ(vd_sh("python3 %s/tests/helpers/readme_conf_check.py %s/README.md %s",
+			src, src, bin), 0);
+}
+
 TEST(check_mode_rejects_a_broken_config)
 {
 	char dir[] = "/tmp/vtpmd-conf.XXXXXX";
