@@ -854,6 +854,7 @@ static void op_read_status(fuse_req_t req, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
 	struct fusedev_status *s = (struct fusedev_status *)(uintptr_t)fi->fh;
+	char *copy;
 
 	if (off < 0 || (size_t)off >= s->len) {
 		(void)fuse_reply_buf(req, NULL, 0);
@@ -861,7 +862,19 @@ static void op_read_status(fuse_req_t req, size_t size, off_t off,
 	}
 	if (size > s->len - off)
 		size = s->len - off;
-	(void)fuse_reply_buf(req, s->buf + off, size);
+	/*
+	 * Reply from a copy: once the reply is in the kernel the reader may
+	 * close, and the release that frees s can run on another worker
+	 * before this one's writev has returned.
+	 */
+	copy = malloc(size);
+	if (!copy) {
+		(void)fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, s->buf + off, size);
+	(void)fuse_reply_buf(req, copy, size);
+	free(copy);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
