@@ -603,7 +603,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (mountpoint_check(d.conf->mountpoint) < 0 || state_dir_open(d.conf->state_dir) < 0 ||
+	if (state_dir_open(d.conf->state_dir) < 0 || mountpoint_check(d.conf->mountpoint) < 0 ||
 	    ca_open(d.conf) < 0)
 		log_fatal("vtpmd: cannot start");
 	if (!foreground)
