@@ -19,6 +19,7 @@
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_tpm2_types.h>
 
+#include "cmdbuild.h"
 #include "daemon_util.h"
 
 #define AK "0x81008000"
@@ -68,41 +69,6 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* ---- raw commands, marshalled with tss2-mu ---- */
-
-struct cmd {
-	uint8_t b[2048];
-	size_t off;
-};
-
-static void cmd_begin(struct cmd *c, bool pw, uint32_t cc, const uint32_t *h, size_t n)
-{
-	size_t i;
-
-	c->off = 0;
-	Tss2_MU_UINT16_Marshal(pw ? TPM2_ST_SESSIONS : TPM2_ST_NO_SESSIONS, c->b, sizeof(c->b),
-			       &c->off);
-	Tss2_MU_UINT32_Marshal(0, c->b, sizeof(c->b), &c->off);
-	Tss2_MU_UINT32_Marshal(cc, c->b, sizeof(c->b), &c->off);
-	for (i = 0; i < n; i++)
-		Tss2_MU_UINT32_Marshal(h[i], c->b, sizeof(c->b), &c->off);
-	if (pw) {
-		/* one password session, empty: handle, nonce, attributes, hmac */
-		Tss2_MU_UINT32_Marshal(9, c->b, sizeof(c->b), &c->off);
-		Tss2_MU_UINT32_Marshal(TPM2_RS_PW, c->b, sizeof(c->b), &c->off);
-		Tss2_MU_UINT16_Marshal(0, c->b, sizeof(c->b), &c->off);
-		Tss2_MU_UINT8_Marshal(0, c->b, sizeof(c->b), &c->off);
-		Tss2_MU_UINT16_Marshal(0, c->b, sizeof(c->b), &c->off);
-	}
-}
-
-static size_t cmd_end(struct cmd *c)
-{
-	size_t pos = 2;
-
-	Tss2_MU_UINT32_Marshal((uint32_t)c->off, c->b, sizeof(c->b), &pos);
-	return c->off;
-}
 
 /* Write cmd, wait for the answer, read it; returns the response length or -errno. */
 static ssize_t xfer(int fd, const uint8_t *cmd, size_t len, uint8_t *rsp, size_t size)

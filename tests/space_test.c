@@ -14,6 +14,7 @@
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_tpm2_types.h>
 
+#include "cmdbuild.h"
 #include "harness.h"
 #include "inst.h"
 #include "localca.h"
@@ -109,40 +110,6 @@ FIXTURE_TEARDOWN(space)
 		(void)nftw(self->root, rm_one, 8, FTW_DEPTH | FTW_PHYS);
 }
 
-/* ---- synthesized commands ---- */
-
-struct cmd {
-	uint8_t b[1024];
-	size_t off;
-};
-
-static void cmd_begin(struct cmd *c, bool pw, uint32_t cc, const uint32_t *h, size_t n)
-{
-	size_t i;
-
-	c->off = 0;
-	Tss2_MU_UINT16_Marshal(pw ? TPM2_ST_SESSIONS : TPM2_ST_NO_SESSIONS, c->b, sizeof(c->b),
-			       &c->off);
-	Tss2_MU_UINT32_Marshal(0, c->b, sizeof(c->b), &c->off);
-	Tss2_MU_UINT32_Marshal(cc, c->b, sizeof(c->b), &c->off);
-	for (i = 0; i < n; i++)
-		Tss2_MU_UINT32_Marshal(h[i], c->b, sizeof(c->b), &c->off);
-	if (pw) {
-		Tss2_MU_UINT32_Marshal(9, c->b, sizeof(c->b), &c->off);
-		Tss2_MU_UINT32_Marshal(TPM2_RS_PW, c->b, sizeof(c->b), &c->off);
-		Tss2_MU_UINT16_Marshal(0, c->b, sizeof(c->b), &c->off);
-		Tss2_MU_UINT8_Marshal(0, c->b, sizeof(c->b), &c->off);
-		Tss2_MU_UINT16_Marshal(0, c->b, sizeof(c->b), &c->off);
-	}
-}
-
-static size_t cmd_end(struct cmd *c)
-{
-	size_t pos = 2;
-
-	Tss2_MU_UINT32_Marshal((uint32_t)c->off, c->b, sizeof(c->b), &pos);
-	return c->off;
-}
 
 static uint32_t be32(const uint8_t *p)
 {
