@@ -24,12 +24,13 @@ static int fileio_write_all(int fd, const uint8_t *p, size_t len)
 	return 0;
 }
 
-static int fileio_write_tmp(int dfd, const char *tmp, const void *buf, size_t len)
+static int fileio_write_tmp(int dfd, const char *tmp, const void *buf, size_t len,
+			    mode_t mode)
 {
 	int fd;
 	int r;
 
-	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0)
 		return -errno;
 
@@ -46,10 +47,12 @@ static int fileio_write_tmp(int dfd, const char *tmp, const void *buf, size_t le
  * Replace dir/name with buf, atomically: a temporary file in the same
  * directory is written and fsynced, renamed over name, and the directory is
  * fsynced, so that after a crash the file holds either the old or the new
- * content.  Returns 0, or a negative errno from the file system.  Runs in
- * any context; it blocks on disk I/O.
+ * content.  The file gets mode (before the umask).  Returns 0, or a
+ * negative errno from the file system.  Runs in any context; it blocks on
+ * disk I/O.
  */
-int fileio_write_atomic(const char *dir, const char *name, const void *buf, size_t len)
+int fileio_write_atomic_mode(const char *dir, const char *name, const void *buf, size_t len,
+			     mode_t mode)
 {
 	char tmp[256];
 	int dfd;
@@ -63,7 +66,7 @@ int fileio_write_atomic(const char *dir, const char *name, const void *buf, size
 	if (dfd < 0)
 		return -errno;
 
-	r = fileio_write_tmp(dfd, tmp, buf, len);
+	r = fileio_write_tmp(dfd, tmp, buf, len, mode);
 	if (r < 0)
 		goto err_unlink;
 
@@ -82,6 +85,12 @@ err_unlink:
 	(void)unlinkat(dfd, tmp, 0);
 	(void)close(dfd);
 	return r;
+}
+
+/* fileio_write_atomic_mode() with mode 0600, for everything an instance keeps. */
+int fileio_write_atomic(const char *dir, const char *name, const void *buf, size_t len)
+{
+	return fileio_write_atomic_mode(dir, name, buf, len, 0600);
 }
 
 /* Read exactly size bytes; one byte more means the file grew under us. */

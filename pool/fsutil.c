@@ -11,23 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-
-	return 0;
-}
+#include "fileio.h"
 
 /*
  * fsync the directory dir, so that a rename or unlink in it is durable.
@@ -49,37 +33,20 @@ int fsutil_fsync_dir(const char *dir)
 }
 
 /*
- * Replace path with buf atomically: write "<path>.tmp", fsync it, rename it
- * over path, fsync the directory.  After a crash path holds either the old
- * or the new content, never a mix.  Returns 0 or a negative errno (-ENOSPC,
- * -EACCES, ...); on failure the temporary file is removed.
+ * Replace path with buf atomically (fileio_write_atomic_mode() in path's
+ * directory): after a crash path holds either the old or the new content,
+ * never a mix.  Returns 0 or a negative errno (-ENOSPC, -EACCES, ...).
  */
 int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mode)
 {
-	char tmp[PATH_MAX];
 	char dir[PATH_MAX];
-	int fd;
-	int r;
+	char name[PATH_MAX];
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
 		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0)
-		return -errno;
-	r = write_all(fd, buf, len);
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0) {
-		(void)unlink(tmp);
-		return r;
-	}
-	snprintf(dir, sizeof(dir), "%s", path);
+	snprintf(name, sizeof(name), "%s", path);
 
-	return fsutil_fsync_dir(dirname(dir));
+	return fileio_write_atomic_mode(dirname(dir), basename(name), buf, len, mode);
 }
 
 /*

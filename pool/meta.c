@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fileio.h"
+#include "fsutil.h"
 
 #define META_VERSION 1
 #define META_FILE_MAX (256 * 1024)
@@ -144,22 +145,6 @@ static bool meta_key_is_complete(const struct meta_key *k, bool is_ek)
 	return !is_ek || k->cert_len;
 }
 
-static int meta_write_atomic(const char *path, const char *buf, size_t len)
-{
-	char *dcopy;
-	char *bcopy;
-	int r = -ENOMEM;
-
-	dcopy = strdup(path);
-	bcopy = strdup(path);
-	if (dcopy && bcopy)
-		r = fileio_write_atomic(dirname(dcopy), basename(bcopy), buf, len);
-	free(bcopy);
-	free(dcopy);
-
-	return r;
-}
-
 /*
  * Write m to the file path atomically (temporary file, fsync, rename, fsync
  * of the directory).  Returns 0, -EINVAL when m is incomplete (an EK or the
@@ -197,7 +182,7 @@ int meta_save(const struct meta *m, const char *path)
 		return -ENOMEM;
 	}
 
-	r = meta_write_atomic(path, buf, len);
+	r = fsutil_write_atomic(path, buf, len, 0600);
 	free(buf);
 
 	return r;
