@@ -19,6 +19,7 @@
 #define POOL_MAX_READY 1024
 #define POOL_BACKOFF_MAX_MS 30000
 #define POOL_ACTIVATED "activated"
+#define POOL_TAKE_GIVE_UP 3		/* failed manufactures in a row that end a wait */
 
 struct pool_retiree {
 	char id[META_ID_MAX];
@@ -525,7 +526,8 @@ unsigned pool_size(struct pool *p)
  * loaded (TPM2_Startup already done).  Waits up to timeout_ms for one.
  * The caller owns the instance and the metadata; the instance is no longer
  * counted as ready, and must be passed to pool_mark_activated() before it
- * serves a client.  Returns 0 or -ETIMEDOUT.  Any thread.
+ * serves a client.  Returns 0, -ETIMEDOUT, or -EIO when nothing is ready
+ * and manufacturing has failed POOL_TAKE_GIVE_UP times in a row.  Any thread.
  */
 int pool_take(struct pool *p, uint64_t timeout_ms, struct inst **ret_inst,
 	      struct meta *ret_meta)
@@ -540,6 +542,11 @@ int pool_take(struct pool *p, uint64_t timeout_ms, struct inst **ret_inst,
 
 		if (now >= deadline || p->stop) {
 			r = -ETIMEDOUT;
+			goto out;
+		}
+		/* nothing ready and manufacturing keeps failing: say so now */
+		if (p->failures >= POOL_TAKE_GIVE_UP && p->n_ready == 0 && !p->spare_loading) {
+			r = -EIO;
 			goto out;
 		}
 		clock_gettime(CLOCK_REALTIME, &ts);

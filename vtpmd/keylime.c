@@ -122,7 +122,7 @@ static int poll_until(struct keylime_run *k, const char *base,
 	uint64_t deadline = now_ms() + k->h->timeout_ms;
 	char url[KEYLIME_URL_MAX];
 	json_object *res;
-	long status;
+	long status = 0;
 	int r;
 
 	agent_url(k, base, url, sizeof(url));

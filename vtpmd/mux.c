@@ -260,7 +260,7 @@ static void probe(struct mux *m)
 	else if (m->policy.object_watermark && h.transient_avail >= 0 &&
 		 h.transient_avail <= (int64_t)m->policy.object_watermark)
 		why = "object_watermark";
-	/* only after a failure: a margin as large as max_auth_fail must not rotate on every probe */
+	/* only after a failure: a margin of max_auth_fail must not rotate at every probe */
 	else if (h.lockout_counter > 0 && h.max_auth_fail > 0 &&
 		 h.lockout_counter + (int64_t)m->policy.lockout_margin >= h.max_auth_fail)
 		why = "lockout_watermark";

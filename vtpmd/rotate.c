@@ -481,7 +481,7 @@ int rotate_first(struct rotate *r, struct mux *m, struct inst **ret_inst, struct
 	}
 	e = pool_take(r->pool, ROTATE_TAKE_TIMEOUT_MS, ret_inst, ret_meta);
 	if (e < 0)
-		return log_err_errno(e, "rotate: no instance became ready");
+		return log_err_errno(e, "rotate: no instance became ready (manufacturing failed, see the lines above)");
 	e = pool_mark_activated(r->pool, ret_meta->id);
 	if (e < 0) {
 		inst_stop(*ret_inst);
