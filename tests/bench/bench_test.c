@@ -30,6 +30,15 @@
 #define BENCH_REGRESSION_FACTOR 3
 #define BENCH_TRIALS 3
 
+/* A daemon built with sanitizers runs several times slower than swtpm: no measure. */
+#if defined(__SANITIZE_ADDRESS__)
+#define BENCH_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
+#define BENCH_SANITIZED 1
+#endif
+#endif
+
 FIXTURE(bench) {
 	struct vd d;
 	char sw_dir[320];
@@ -83,6 +92,9 @@ FIXTURE_SETUP(bench)
 
 	if (why)
 		TEST_SKIP("%s", why);
+#ifdef BENCH_SANITIZED
+	TEST_SKIP("built with sanitizers: timings would measure them, not vtpmd");
+#endif
 	if (vd_sh("command -v swtpm >/dev/null") != 0)
 		TEST_SKIP("swtpm is not installed");
 	ASSERT_EQ(vd_init(&self->d), 0);
