@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -164,6 +165,8 @@ static int instance_manufacture(struct instance_args *a)
 		return instance_usage("manufacture needs --dir, --id, --ca-cert and --ca-key");
 	if (!meta_id_is_valid(a->mf.id))
 		return instance_usage("--id takes 1 to 63 characters from A-Z a-z 0-9 . _ -");
+	/* a refill must not slow the instance that serves clients meanwhile */
+	(void)setpriority(PRIO_PROCESS, 0, 10);
 
 	return manufacture_run(&a->mf) < 0 ? 1 : 0;
 }

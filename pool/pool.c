@@ -20,6 +20,12 @@
 #define POOL_BACKOFF_MAX_MS 30000
 #define POOL_ACTIVATED "activated"
 #define POOL_TAKE_GIVE_UP 3		/* failed manufactures in a row that end a wait */
+/*
+ * After a take, the refill waits this long: starting a process and
+ * manufacturing compete for the CPU with the first commands on the fresh
+ * instance, on a machine with as few as two cores.
+ */
+#define POOL_REFILL_QUIET_MS 100
 
 struct pool_retiree {
 	char id[META_ID_MAX];
@@ -51,6 +57,7 @@ struct pool {
 	bool spare_loading;
 	struct pool_retiree *retired;
 	size_t n_retired;
+	uint64_t quiet_until_ms;	/* no refill before this, after a take */
 	bool stop;
 	pthread_t thread;
 };
@@ -308,17 +315,25 @@ static void *pool_main(void *arg)
 {
 	struct pool *p = arg;
 	struct timespec ts;
+	uint64_t wait_ms;
+	uint64_t now;
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop) {
+		wait_ms = 200;
 		ready_trim(p);
-		jobs_start(p);
-		spare_load(p);
+		now = now_ms();
+		if (now >= p->quiet_until_ms) {
+			jobs_start(p);
+			spare_load(p);
+		} else {
+			wait_ms = p->quiet_until_ms - now;
+		}
 		retired_wipe(p);
 		if (p->stop)
 			break;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000000L;
+		ts.tv_nsec += (long)wait_ms * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) {
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;
@@ -561,6 +576,7 @@ int pool_take(struct pool *p, uint64_t timeout_ms, struct inst **ret_inst,
 	*ret_inst = p->spare;
 	*ret_meta = p->spare_meta;
 	p->spare = NULL;
+	p->quiet_until_ms = now_ms() + POOL_REFILL_QUIET_MS;
 	memset(&p->spare_meta, 0, sizeof(p->spare_meta));
 	pthread_cond_broadcast(&p->cond);
 out:
