@@ -43,7 +43,7 @@ enum {
  * most one waits for a tpm0 release) and measured fastest: the kernel
  * wakes the longest-idle reader, so more workers mean colder ones.
  */
-#define FUSEDEV_WORKERS 2
+#define FUSEDEV_WORKERS 3
 #define FUSEDEV_CLOSE_WAIT_MS 1000	/* see tpm0_claim() */
 
 struct fusedev_file {
@@ -68,6 +68,7 @@ struct fusedev_file {
 	size_t parked_size;
 	struct fuse_pollhandle *ph;	/* latest, owned */
 	uint32_t poll_events;		/* what the latest poll asked for */
+	bool poll_waiting;		/* a poll found nothing it asked for: notify */
 	uint8_t rsp[FUSEDEV_BUF_SIZE];
 };
 
@@ -227,11 +228,17 @@ static struct fusedev_file *file_new(struct fusedev *d, enum fusedev_kind kind)
 	return f;
 }
 
-/* Wake whoever polls f for what it now reports.  With f->lock held. */
+/*
+ * Wake whoever polls f for what it now reports.  Only a poll that found
+ * nothing it asked for is waiting: one that was answered has returned, so
+ * the common write, poll, read costs no notification.  With f->lock held.
+ */
 static void file_notify(struct fusedev_file *f)
 {
-	if (f->ph && !f->detached)
+	if (f->ph && f->poll_waiting && !f->detached) {
+		f->poll_waiting = false;
 		(void)fuse_lowlevel_notify_poll(f->ph);
+	}
 }
 
 /*
@@ -935,6 +942,9 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		revents = 0;
 	else
 		revents = POLLOUT;
+	/* sticky until a notification: another poller may still wait */
+	if (ph && !(revents & fi->poll_events))
+		f->poll_waiting = true;
 	pthread_mutex_unlock(&f->lock);
 
 	(void)fuse_reply_poll(req, revents);
@@ -1000,9 +1010,10 @@ static void *worker_main(void *arg)
 }
 
 /*
- * A fixed pool of workers: handlers never wait for the TPM (at most for
- * a tpm0 release, bounded and by one thread at a time), so two threads
- * serve any number of clients.
+ * A fixed pool of workers.  Handlers wait for the TPM only in a tpm0
+ * write that the daemon runs inline, briefly, and for a tpm0 release,
+ * bounded; each by one thread at a time, since tpm0 is exclusive.  So
+ * three threads serve any number of clients.
  */
 static int workers_start(struct fusedev *d)
 {

@@ -32,10 +32,11 @@ struct fusedev_ops {
 	 */
 	int (*open)(void *userdata, struct fusedev_file *f);
 	/*
-	 * One complete, framing-checked command.  Return 0 and answer later
-	 * (from any thread) with fusedev_file_complete() or
-	 * fusedev_file_fail(), or a negative errno that write(2) returns (and
-	 * then do not answer).  Must not block.
+	 * One complete, framing-checked command.  Return 0 and answer (from
+	 * any thread, even this one before returning) with
+	 * fusedev_file_complete() or fusedev_file_fail(), or a negative errno
+	 * that write(2) returns (and then do not answer).  It may block only
+	 * briefly, and only for tpm0: write(2) returns when it does.
 	 */
 	int (*submit)(void *userdata, struct fusedev_file *f,
 		      const uint8_t *cmd, size_t len);

@@ -32,6 +32,7 @@ struct inst {
 	int fd;			/* our end of the socketpair; -1 once broken */
 	bool started;		/* TPM2_Startup done in the loaded state */
 	int timeout_ms;		/* for one command or request; see inst_set_timeout() */
+	uint64_t sent_ns;	/* CLOCK_MONOTONIC when the command in flight was sent */
 	uint8_t buf[IPC_PAYLOAD_MAX];	/* frames received */
 };
 
@@ -182,6 +183,15 @@ static int inst_spawn_serve(const char *helper, const char *dir, bool with_volat
 	return r;
 }
 
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Wait up to timeout_ms for the socket to become readable. */
 static int inst_poll(struct inst *in, int timeout_ms)
 {
@@ -326,21 +336,13 @@ void inst_set_timeout(struct inst *in, uint64_t timeout_ms)
 }
 
 /*
- * Run one TPM command (cmd, len bytes, at most INST_BUF_MAX) at locality in
- * the instance and put its response in rsp.  TPM errors are in the
- * response.  Returns 0, -EMSGSIZE when the command is over INST_BUF_MAX or
- * the response does not fit rsp_size, -EINVAL for an empty command, -EPIPE
- * when the instance has gone, -EBADMSG when it broke the protocol,
- * -ETIMEDOUT when it did not answer within its timeout (it is killed then,
- * and every later call answers -EPIPE), or the negative errno it reported.
- * The caller serialises calls on one inst.
+ * Send one TPM command (cmd, len bytes, at most INST_BUF_MAX) to run at
+ * locality; inst_await() gets its response.  Returns 0, -EINVAL for an
+ * empty command, -EMSGSIZE over INST_BUF_MAX, -EPIPE when the instance has
+ * gone.  The caller serialises calls on one inst.
  */
-int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t len,
-		  uint8_t *rsp, size_t rsp_size, size_t *ret_len)
+int inst_send(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t len)
 {
-	struct ipc_status st;
-	uint32_t type;
-	size_t n;
 	int r;
 
 	if (len == 0)
@@ -352,7 +354,44 @@ int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t 
 
 	r = ipc_send(in->fd, IPC_CMD, &locality, 1, cmd, len);
 	if (r == 0)
-		r = inst_recv(in, in->timeout_ms, &type, &n);
+		in->sent_ns = monotonic_ns();
+
+	return r;
+}
+
+/*
+ * Wait for the response to the command inst_send() sent and put it in rsp.
+ * With limit_ms >= 0, give up after that long while the command is still
+ * within its timeout: -EINPROGRESS, and a later call picks the response up.
+ * Otherwise wait out the command's timeout (counted from the send).  TPM
+ * errors are in the response.  Returns 0, -EMSGSIZE when the response does
+ * not fit rsp_size, -EPIPE when the instance has gone, -EBADMSG when it
+ * broke the protocol, -ETIMEDOUT when it did not answer within its timeout
+ * (it is killed then, and every later call answers -EPIPE), or the
+ * negative errno it reported.
+ */
+int inst_await(struct inst *in, int limit_ms, uint8_t *rsp, size_t rsp_size, size_t *ret_len)
+{
+	struct ipc_status st;
+	uint64_t elapsed_ms;
+	uint32_t type;
+	int wait = in->timeout_ms;
+	size_t n;
+	int r;
+
+	if (in->fd < 0)
+		return -EPIPE;
+	if (wait >= 0) {
+		elapsed_ms = (monotonic_ns() - in->sent_ns) / 1000000;
+		wait = elapsed_ms >= (uint64_t)wait ? 0 : wait - (int)elapsed_ms;
+	}
+	if (limit_ms >= 0 && (wait < 0 || limit_ms < wait)) {
+		r = inst_poll(in, limit_ms);
+		if (r == -ETIMEDOUT)
+			return -EINPROGRESS;
+		wait = r == 0 ? -1 : 0;	/* readable: no second poll(2) */
+	}
+	r = inst_recv(in, wait, &type, &n);
 	if (r == -ETIMEDOUT)
 		inst_kill(in);
 	if (r < 0)
@@ -371,6 +410,22 @@ int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t 
 	*ret_len = n;
 
 	return 0;
+}
+
+/*
+ * Run one TPM command on the instance: inst_send(), then inst_await()
+ * without a limit of its own.  Same returns as those two.
+ */
+int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t len,
+		  uint8_t *rsp, size_t rsp_size, size_t *ret_len)
+{
+	int r;
+
+	r = inst_send(in, locality, cmd, len);
+	if (r == 0)
+		r = inst_await(in, -1, rsp, rsp_size, ret_len);
+
+	return r;
 }
 
 static int inst_request(struct inst *in, uint32_t type, struct ipc_status *ret)

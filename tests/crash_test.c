@@ -144,6 +144,49 @@ TEST_F_TIMEOUT(crash, killed_instance_replays_a_safe_command, 120)
 	EXPECT_EQ(vd_status_num(&self->d, "replays"), 1);
 }
 
+/*
+ * tpm0 runs a command inside write(2) when nothing else waits, but only
+ * briefly: on a hung instance the write returns, the read parks, and a
+ * client that is killed goes at once, not after command_timeout.
+ */
+TEST_F_TIMEOUT(crash, client_of_a_hung_instance_dies_at_once, 120)
+{
+	long long t0;
+	pid_t inst;
+	pid_t child;
+	int status;
+
+	start(&self->d, "command_timeout = 20s\n", NULL);
+	ASSERT_EQ(vd_getrandom_rc(&self->d), 0u);
+	inst = vd_active_pid(&self->d);
+	ASSERT_GT(inst, 0);
+	ASSERT_EQ(kill(inst, SIGSTOP), 0);
+
+	child = fork();
+	ASSERT_GE(child, 0);
+	if (child == 0) {
+		uint8_t rsp[64];
+		int fd = open(self->d.tpm0, O_RDWR);	/* blocking, as a plain client */
+
+		if (fd < 0 || write(fd, vd_getrandom8, sizeof(vd_getrandom8)) < 0)
+			_exit(2);
+		(void)read(fd, rsp, sizeof(rsp));	/* parks: the instance is stopped */
+		_exit(3);
+	}
+	usleep(300 * 1000);	/* the write has returned, the read waits */
+	EXPECT_EQ(waitpid(child, &status, WNOHANG), 0);
+	t0 = now_ms();
+	ASSERT_EQ(kill(child, SIGKILL), 0);
+	ASSERT_EQ(waitpid(child, &status, 0), child);
+	TEST_LOG("client gone %lld ms after SIGKILL", now_ms() - t0);
+	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	EXPECT_LT(now_ms() - t0, 2000);
+	(void)kill(inst, SIGCONT);
+	/* the instance answers the orphaned command; later clients are served */
+	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
+	EXPECT_EQ(waitpid(self->d.pid, NULL, WNOHANG), 0);
+}
+
 /* Record what must survive: AK and EK public areas, an NV index, a persistent key. */
 static void identity_save(struct vd *d, const char *tag)
 {

@@ -676,6 +676,55 @@ TEST_F(mount, poll_is_woken_by_the_response)
 	close(fd);
 }
 
+/* A command answered inside write(2) is ready for the first poll. */
+TEST_F(mount, answer_inside_write_is_ready_at_once)
+{
+	uint8_t buf[64];
+	int fd;
+
+	self->fake.inline_complete = true;
+	fd = open(self->tpm0, O_RDWR | O_NONBLOCK);
+	ASSERT_GE(fd, 0);
+	for (int i = 0; i < 3; i++) {
+		EXPECT_EQ(write(fd, buf, getrandom_make(buf, 16)), 12);
+		EXPECT_EQ(poll_one(fd, POLLIN, 0), POLLIN);
+		EXPECT_EQ(read(fd, buf, sizeof(buf)), 28);
+		EXPECT_EQ(buf[12 + 15], 15);
+	}
+	close(fd);
+}
+
+/*
+ * Notifications go only to a poll that found nothing: after rounds whose
+ * poll was answered at once, a poll that has to wait is still woken.
+ */
+TEST_F(mount, waiting_poll_is_woken_after_answered_ones)
+{
+	uint8_t buf[64];
+	int64_t t0;
+	int fd;
+
+	fd = open(self->tpmrm0, O_RDWR | O_NONBLOCK);
+	ASSERT_GE(fd, 0);
+	self->fake.inline_complete = true;
+	for (int i = 0; i < 3; i++) {
+		EXPECT_EQ(write(fd, buf, getrandom_make(buf, 16)), 12);
+		EXPECT_EQ(poll_one(fd, POLLIN, 1000), POLLIN);
+		EXPECT_EQ(read(fd, buf, sizeof(buf)), 28);
+	}
+	self->fake.inline_complete = false;
+	self->fake.delay_us = 100000;
+	for (int i = 0; i < 2; i++) {
+		t0 = now_us();
+		EXPECT_EQ(write(fd, buf, getrandom_make(buf, 16)), 12);
+		EXPECT_EQ(poll_one(fd, POLLIN, 5000), POLLIN);
+		EXPECT_GE(now_us() - t0, 90000);
+		EXPECT_LT(now_us() - t0, 3000000);
+		EXPECT_EQ(read(fd, buf, sizeof(buf)), 28);
+	}
+	close(fd);
+}
+
 TEST_F(mount, partial_reads_drain_the_response)
 {
 	uint8_t cmd[100];

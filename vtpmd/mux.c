@@ -15,6 +15,12 @@
 
 #define MUX_MAX_QUEUED 4096
 #define MUX_TAKE_TIMEOUT_MS 10000
+/*
+ * How long a FUSE thread running a tpm0 command itself (see mux_submit())
+ * waits for the answer before it hands the command to the mux thread:
+ * a client killed in write(2) waits for no longer than this.
+ */
+#define MUX_INLINE_WAIT_MS 10
 
 /* A tpmrm0 open: its resource-manager space. */
 struct mux_client {
@@ -63,6 +69,19 @@ struct mux {
 	struct meta swap_old_meta;
 	uint64_t swap_pause_ns;
 
+	/*
+	 * Who runs commands on the active instance: the mux thread, or a FUSE
+	 * thread that found the mux idle (busy), until it hands its command
+	 * over (handover) or is done.  Protected by lock.
+	 */
+	bool busy;
+	struct mux_req *handover;	/* a tpm0 command whose answer is pending */
+	bool handover_waiting;		/* still in the instance */
+	int handover_r;			/* else its result, the answer in rsp */
+	size_t handover_rlen;
+	uint64_t handover_t0;
+	bool probe_due;			/* a health probe before the next command */
+
 	struct mux_policy policy;	/* protected by lock */
 	struct space_limits limits;	/* for new tpmrm0 opens; protected by lock */
 	unsigned max_opens;		/* protected by lock */
@@ -71,7 +90,7 @@ struct mux {
 	struct mux_stats stats;		/* protected by lock */
 	bool rotation_asked;		/* until the next swap; protected by lock */
 
-	/* used by the mux thread only */
+	/* used by whoever is busy (the mux thread, or a FUSE thread inline) */
 	struct inst *active;
 	struct meta meta;
 	struct tpmcmd_table *table;
@@ -430,6 +449,14 @@ static int rm_run(struct mux *m, struct mux_req *req, size_t *rlen)
 	return r;
 }
 
+/* What follows every answer: the context counter, the gap. */
+static int run_after(struct mux *m, struct mux_req *req, size_t rlen)
+{
+	seq_learn(m, tpmcmd_code(req->cmd, req->len), rlen);
+
+	return gap_check(m);
+}
+
 /* One client command on the active instance: 0 with the answer in m->rsp, or -errno. */
 static int run(struct mux *m, struct mux_req *req, size_t *rlen)
 {
@@ -439,10 +466,8 @@ static int run(struct mux *m, struct mux_req *req, size_t *rlen)
 		r = rm_run(m, req, rlen);
 	else
 		r = exchange(m, req->cmd, req->len, rlen);
-	if (r == 0) {
-		seq_learn(m, tpmcmd_code(req->cmd, req->len), *rlen);
-		r = gap_check(m);
-	}
+	if (r == 0)
+		r = run_after(m, req, *rlen);
 
 	return r;
 }
@@ -481,18 +506,31 @@ static void count(struct mux *m, uint32_t cc, uint32_t rc)
 	pthread_mutex_unlock(&m->lock);
 }
 
-/* Run one client command on the active instance and answer the client. */
-static void serve(struct mux *m, struct mux_req *req)
+/* The command failed (r < 0) or answered with an exhaustion code: the reason to swap. */
+static const char *swap_reason(struct mux *m, int r, size_t rlen)
+{
+	uint32_t rc = r < 0 ? TPM2_RC_FAILURE : tpmcmd_rc(m->rsp, rlen);
+
+	if (r < 0)
+		return "instance_failure";
+	if (tpmcmd_rc_is_exhaustion(rc) && m->policy.on_exhaustion)
+		return exhaustion_reason(rc);
+
+	return NULL;
+}
+
+/*
+ * The client command req ran (r == 0, its answer in m->rsp) or failed:
+ * swap and replay if it must, answer the client, count.  True when a
+ * health probe should follow.
+ */
+static bool serve_end(struct mux *m, struct mux_req *req, int r, size_t rlen, uint64_t t0)
 {
 	uint32_t cc = tpmcmd_code(req->cmd, req->len);
-	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
-	size_t rlen = 0;
 	uint32_t rc;
 	const char *reason = NULL;
 	bool replayed = false;
-	int r;
 
-	r = run(m, req, &rlen);
 	rc = r < 0 ? TPM2_RC_FAILURE : tpmcmd_rc(m->rsp, rlen);
 	if (r < 0) {
 		log_err_errno(r, "mux: instance failed inst=%s cc=0x%x", m->meta.id, cc);
@@ -513,7 +551,93 @@ static void serve(struct mux *m, struct mux_req *req)
 	fusedev_file_complete(req->file, m->rsp, rlen);
 
 	count(m, cc, rc);
-	if ((rc == TPM2_RC_SUCCESS && tpmcmd_may_allocate(cc)) || tpmcmd_rc_is_auth_failure(rc))
+
+	return (rc == TPM2_RC_SUCCESS && tpmcmd_may_allocate(cc)) || tpmcmd_rc_is_auth_failure(rc);
+}
+
+/* Run one client command on the active instance and answer the client.  Mux thread. */
+static void serve(struct mux *m, struct mux_req *req)
+{
+	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
+	size_t rlen = 0;
+	int r;
+
+	r = run(m, req, &rlen);
+	if (serve_end(m, req, r, rlen, t0))
+		probe(m);
+}
+
+/* The end of a command: drop the queue's reference and the request. */
+static void req_free(struct mux_req *req)
+{
+	fusedev_file_put(req->file);
+	free(req);
+}
+
+/* Called with m->lock held: the mux thread has nothing to do, or a FUSE thread is busy. */
+static bool mux_idle(const struct mux *m)
+{
+	if (m->busy)
+		return !m->handover;
+
+	return !m->head && !m->stop && !m->swap_next && !m->probe_due;
+}
+
+/*
+ * Run a tpm0 command on the calling FUSE thread, which found the mux idle
+ * and made itself busy: the answer is ready when write(2) returns, so the
+ * client's poll sees it at once, with no thread hand-off and no poll
+ * notification.  A command still running after MUX_INLINE_WAIT_MS, or one
+ * that failed or exhausted the instance (a swap, which may wait for the
+ * pool), goes to the mux thread, which finishes it as any other; a health
+ * probe is left to the mux thread too.  Releases busy.
+ */
+static void serve_inline(struct mux *m, struct mux_req *req)
+{
+	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
+	size_t rlen = 0;
+	bool want_probe;
+	int r;
+
+	r = inst_send(m->active, 0, req->cmd, req->len);
+	if (r == 0)
+		r = inst_await(m->active, MUX_INLINE_WAIT_MS, m->rsp, sizeof(m->rsp), &rlen);
+	if (r == 0)
+		r = run_after(m, req, rlen);
+	if (r == -EINPROGRESS || swap_reason(m, r, rlen)) {
+		pthread_mutex_lock(&m->lock);
+		m->handover = req;
+		m->handover_waiting = r == -EINPROGRESS;
+		m->handover_r = r;
+		m->handover_rlen = rlen;
+		m->handover_t0 = t0;
+		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
+		return;
+	}
+
+	want_probe = serve_end(m, req, r, rlen, t0);
+	req_free(req);
+	pthread_mutex_lock(&m->lock);
+	m->busy = false;
+	if (want_probe)
+		m->probe_due = true;
+	/* wake the mux thread only for work: a futex wake is a cross-CPU wake-up */
+	if (!mux_idle(m))
+		pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* Finish a command a FUSE thread handed over.  Mux thread, busy. */
+static void serve_handover(struct mux *m, struct mux_req *req, bool waiting, int r,
+			   size_t rlen, uint64_t t0)
+{
+	if (waiting) {
+		r = inst_await(m->active, -1, m->rsp, sizeof(m->rsp), &rlen);
+		if (r == 0)
+			r = run_after(m, req, rlen);
+	}
+	if (serve_end(m, req, r, rlen, t0))
 		probe(m);
 }
 
@@ -539,12 +663,37 @@ static void *mux_main(void *arg)
 
 	pthread_mutex_lock(&m->lock);
 	for (;;) {
-		while (!m->head && !m->stop && !m->swap_next)
+		while (mux_idle(m))
 			pthread_cond_wait(&m->cond, &m->lock);
+		if (m->handover) {
+			/* busy stays set: it passes from the FUSE thread to this one */
+			struct mux_req *h = m->handover;
+			bool waiting = m->handover_waiting;
+			int hr = m->handover_r;
+			size_t hlen = m->handover_rlen;
+			uint64_t t0 = m->handover_t0;
+
+			m->handover = NULL;
+			pthread_mutex_unlock(&m->lock);
+			serve_handover(m, h, waiting, hr, hlen, t0);
+			req_free(h);
+			pthread_mutex_lock(&m->lock);
+			m->busy = false;
+			continue;
+		}
 		if (m->swap_next)
 			swap_pending(m);
 		if (m->stop)
 			break;
+		if (m->probe_due) {
+			m->probe_due = false;
+			m->busy = true;
+			pthread_mutex_unlock(&m->lock);
+			probe(m);
+			pthread_mutex_lock(&m->lock);
+			m->busy = false;
+			continue;
+		}
 		req = m->head;
 		if (!req)
 			continue;
@@ -552,15 +701,16 @@ static void *mux_main(void *arg)
 		if (!m->head)
 			m->tail = &m->head;
 		m->queued--;
+		m->busy = true;
 		clients_adopt(m);
 		pthread_mutex_unlock(&m->lock);
 		if (req->close)
 			client_close(m, req->client);
 		else
 			serve(m, req);
-		fusedev_file_put(req->file);
-		free(req);
+		req_free(req);
 		pthread_mutex_lock(&m->lock);
+		m->busy = false;
 	}
 	pthread_mutex_unlock(&m->lock);
 
@@ -621,9 +771,13 @@ void mux_free(struct mux *m, struct inst **ret_active, struct meta *ret_meta)
 }
 
 /*
- * Queue one framing-checked command from an open device file.  Returns 0,
- * or -EAGAIN when too many commands are queued.  FUSE thread; does not
- * block on the TPM.
+ * Queue one framing-checked command from an open device file.  A tpm0
+ * command that finds the mux idle runs on the calling thread instead (see
+ * serve_inline()), for at most MUX_INLINE_WAIT_MS before it is handed to
+ * the mux thread.  tpmrm0 commands always queue: the kernel serialises
+ * writes to one FUSE file, so an open waiting there behind another's
+ * command could not be killed.  Returns 0, or -EAGAIN when too many
+ * commands are queued.  FUSE thread.
  */
 int mux_submit(struct mux *m, struct fusedev_file *f, const uint8_t *cmd, size_t len)
 {
@@ -645,10 +799,16 @@ int mux_submit(struct mux *m, struct fusedev_file *f, const uint8_t *cmd, size_t
 		return -EAGAIN;
 	}
 	fusedev_file_get(f);
+	if (!req->client && !m->busy && !m->head && !m->swap_next && !m->probe_due) {
+		m->busy = true;
+		pthread_mutex_unlock(&m->lock);
+		serve_inline(m, req);
+		return 0;
+	}
 	*m->tail = req;
 	m->tail = &req->next;
 	m->queued++;
-	pthread_cond_signal(&m->cond);
+	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 
 	return 0;
@@ -764,6 +924,6 @@ void mux_client_close(struct mux *m, struct fusedev_file *f)
 	*m->tail = req;
 	m->tail = &req->next;
 	m->queued++;
-	pthread_cond_signal(&m->cond);
+	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 }
