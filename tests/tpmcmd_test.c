@@ -70,6 +70,20 @@ TEST(getcap_and_shutdown_bytes)
 	EXPECT_EQ(memcmp(buf, shut, len), 0);
 }
 
+TEST(readpublic_bytes)
+{
+	static const uint8_t want[] = {
+		0x80, 0x01, 0, 0, 0, 14, 0, 0, 0x01, 0x73, 0x81, 0x00, 0x80, 0x00,
+	};
+	uint8_t buf[32];
+	size_t len;
+
+	ASSERT_EQ(tpmcmd_build_readpublic(0x81008000, buf, sizeof(buf), &len), 0);
+	ASSERT_EQ(len, sizeof(want));
+	EXPECT_EQ(memcmp(buf, want, len), 0);
+	EXPECT_EQ(tpmcmd_build_readpublic(0x81008000, buf, 13, &len), -ENOBUFS);
+}
+
 static size_t props_response(uint8_t *buf, size_t size, const TPMS_TAGGED_PROPERTY *p, size_t n)
 {
 	TPMS_CAPABILITY_DATA cap = { .capability = TPM2_CAP_TPM_PROPERTIES };

@@ -9,6 +9,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <tss2/tss2_tpm2_types.h>
+
 #include "event.h"
 #include "log.h"
 #include "outbox.h"
@@ -19,6 +21,12 @@
 #define ROTATE_TAKE_TIMEOUT_MS 30000
 #define ROTATE_URGENT_TAKE_MS 10000
 #define ROTATE_RETRY_MS 1000
+/*
+ * Retiring the old instance (TPM2_Shutdown writes its state, then the
+ * process exits) is CPU and disk work; leave the first commands on the
+ * new instance this long to themselves, as the pool's refill does.
+ */
+#define ROTATE_RETIRE_DELAY_MS 50
 /* How long a fresh start lets its first event reach fast hooks before serving. */
 #define ROTATE_START_WAIT_MS 2000
 
@@ -128,15 +136,17 @@ static void event_fill(struct rotate *r, struct event_rotation *ev, const char *
 	ev->rotations = s.rotations;
 }
 
-/* TPM2_Shutdown, stop the process, move the state to retired/. */
+/* After a short delay, TPM2_Shutdown, stop the process, move the state to retired/. */
 static void retire(struct rotate *r, struct inst *old, const char *id)
 {
+	struct timespec delay = { .tv_nsec = ROTATE_RETIRE_DELAY_MS * 1000000L };
 	uint8_t cmd[16];
 	uint8_t rsp[64];
 	size_t len;
 	size_t rlen;
 	int e;
 
+	(void)nanosleep(&delay, NULL);
 	e = tpmcmd_build_shutdown(false, cmd, sizeof(cmd), &len);
 	if (e == 0)
 		e = inst_transmit(old, 0, cmd, len, rsp, sizeof(rsp), &rlen);
@@ -166,16 +176,39 @@ static void set_cur(struct rotate *r, const struct meta *m)
 }
 
 /*
- * The instance is live now: its saved volatile state (from manufacturing)
- * must never be loaded again.
+ * Run two read-only commands the clients are sure to need (the capability
+ * read of the health probe, ReadPublic of a key) so that the first
+ * client command after the swap finds the process's code and data paged
+ * in: a fresh process pays some hundred microseconds of page faults once.
  */
-static void activated(struct inst *in, const char *id)
+static void warm_up(struct inst *in, const struct meta *m)
+{
+	uint8_t cmd[32];
+	uint8_t rsp[1024];
+	uint32_t key = m->ak.alg != META_ALG_NONE ? m->ak.handle :
+		       m->n_ek ? m->ek[0].handle : 0;
+	size_t len;
+	size_t rlen;
+
+	if (tpmcmd_build_getcap(TPM2_CAP_TPM_PROPERTIES, TPM2_PT_HR_LOADED_AVAIL, 12, cmd,
+				sizeof(cmd), &len) == 0)
+		(void)inst_transmit(in, 0, cmd, len, rsp, sizeof(rsp), &rlen);
+	if (key && tpmcmd_build_readpublic(key, cmd, sizeof(cmd), &len) == 0)
+		(void)inst_transmit(in, 0, cmd, len, rsp, sizeof(rsp), &rlen);
+}
+
+/*
+ * The instance is live now: its saved volatile state (from manufacturing)
+ * must never be loaded again.  Warm it up for its first client.
+ */
+static void activated(struct inst *in, const struct meta *m)
 {
 	int e;
 
 	e = inst_drop_volatile(in);
 	if (e < 0)
-		log_warn_errno(e, "rotate: cannot drop the saved volatile state inst=%s", id);
+		log_warn_errno(e, "rotate: cannot drop the saved volatile state inst=%s", m->id);
+	warm_up(in, m);
 }
 
 /* A planned rotation: the old instance keeps serving while prepare runs. */
@@ -218,7 +251,7 @@ static int rotate_planned(struct rotate *r, const char *reason)
 		goto err_put_back;
 	}
 	/* before the swap: once the mux owns next, only its thread may talk to it */
-	activated(next, new_copy.id);
+	activated(next, &new_copy);
 	e = mux_swap(r->mux, next, &next_meta, &old, &old_meta, &pause);
 	if (e < 0)
 		goto err_put_back;
@@ -357,7 +390,7 @@ static int mux_take_now(void *userdata, const char *reason, struct inst **ret_in
 		meta_clear(&m);
 		return e;
 	}
-	activated(in, m.id);
+	activated(in, &m);
 	set_cur(r, &m);
 	meta_clear(&r->urgent_new);
 	if (meta_copy(&m, &r->urgent_new) < 0) {
@@ -488,7 +521,7 @@ int rotate_first(struct rotate *r, struct mux *m, struct inst **ret_inst, struct
 		meta_clear(ret_meta);
 		return log_err_errno(e, "rotate: cannot record the active instance");
 	}
-	activated(*ret_inst, ret_meta->id);
+	activated(*ret_inst, ret_meta);
 	(void)outbox_resolve_held(r->outbox, ret_meta->id);
 	set_cur(r, ret_meta);
 	announce(r, m, "start");

@@ -127,6 +127,21 @@ int tpmcmd_build_getcap(uint32_t cap, uint32_t property, uint32_t count,
 	return finish(buf, size, off, ret_len);
 }
 
+/* TPM2_ReadPublic(handle) into buf.  Returns 0 or -ENOBUFS. */
+int tpmcmd_build_readpublic(uint32_t handle, uint8_t *buf, size_t size, size_t *ret_len)
+{
+	size_t off = 0;
+	int r;
+
+	r = build_header(buf, size, &off, TPM2_CC_ReadPublic);
+	if (r < 0)
+		return r;
+	if (Tss2_MU_UINT32_Marshal(handle, buf, size, &off) != TSS2_RC_SUCCESS)
+		return -ENOBUFS;
+
+	return finish(buf, size, off, ret_len);
+}
+
 /* TPM2_Shutdown(TPM_SU_STATE or TPM_SU_CLEAR) into buf.  Returns 0 or -ENOBUFS. */
 int tpmcmd_build_shutdown(bool state, uint8_t *buf, size_t size, size_t *ret_len)
 {

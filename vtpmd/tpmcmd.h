@@ -31,6 +31,7 @@ bool tpmcmd_may_allocate(uint32_t cc);
 int tpmcmd_build_getcap(uint32_t cap, uint32_t property, uint32_t count,
 			uint8_t *buf, size_t size, size_t *ret_len);
 int tpmcmd_build_shutdown(bool state, uint8_t *buf, size_t size, size_t *ret_len);
+int tpmcmd_build_readpublic(uint32_t handle, uint8_t *buf, size_t size, size_t *ret_len);
 int tpmcmd_parse_health(const uint8_t *rsp, size_t len, struct tpmcmd_health *ret);
 int tpmcmd_failure_response(uint32_t rc, uint8_t *buf, size_t size, size_t *ret_len);
 
