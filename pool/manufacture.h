@@ -25,3 +25,4 @@ struct manufacture_opts {
 
 int manufacture_run(const struct manufacture_opts *o);
 int manufacture_startup(struct engine *e, uint32_t *ret_rc);
+int manufacture_self_test(struct engine *e, uint32_t *ret_rc);

@@ -74,6 +74,18 @@ static int worker_load(struct worker *w, bool with_volatile)
 	return 0;
 }
 
+/* A TPM about to serve tests its algorithms first (see manufacture_self_test()). */
+static int worker_self_test(struct worker *w, uint32_t *ret_rc)
+{
+	int r;
+
+	r = manufacture_self_test(w->engine, ret_rc);
+	if (r < 0)
+		worker_log(w, "self test failed rc=0x%x err=\"%s\"", *ret_rc, strerror(-r));
+
+	return r;
+}
+
 static int worker_cmd(struct worker *w, size_t len)
 {
 	size_t rsp_len;
@@ -96,10 +108,12 @@ static int worker_startup(struct worker *w)
 	if (w->started)
 		return worker_reply(w, -EALREADY, 0);
 	r = manufacture_startup(w->engine, &rc);
-	if (r == 0)
+	if (r == 0) {
 		w->started = true;
-	else
+		r = worker_self_test(w, &rc);
+	} else {
 		worker_log(w, "startup failed rc=0x%x err=\"%s\"", rc, strerror(-r));
+	}
 
 	return worker_reply(w, r, rc);
 }
@@ -187,6 +201,8 @@ int worker_serve(const char *dir, bool with_volatile, int fd)
 	free(copy);
 
 	r = worker_load(w, with_volatile);
+	if (r == 0 && w->started)
+		r = worker_self_test(w, &ready.rc);
 	ready.status = r;
 	ready.flags = w->started ? IPC_READY_STARTED : 0;
 	if (ipc_send_status(fd, IPC_READY, &ready) == 0 && r == 0) {

@@ -572,6 +572,34 @@ TEST_F(worker, serve_without_volatile_needs_startup)
 	EXPECT_TRUE(inst_is_started(self->in));
 }
 
+/*
+ * TPM2_IncrementalSelfTest(RSA, ECC, SHA-256) answers the algorithms still
+ * to be tested: none, in a process that serves, whether it resumed a saved
+ * state or had TPM2_Startup.
+ */
+static void expect_all_tested(struct harness_fx_worker *self)
+{
+	TPML_ALG algs = { .count = 3, .algorithms = { TPM2_ALG_RSA, TPM2_ALG_ECC, TPM2_ALG_SHA256 } };
+	TPML_ALG *todo = NULL;
+
+	ASSERT_EQ(Esys_IncrementalSelfTest(self->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+					   &algs, &todo), TSS2_RC_SUCCESS);
+	ASSERT_NE(todo, NULL);
+	TEST_LOG("algorithms left to test: %u", todo->count);
+	EXPECT_EQ(todo->count, 0u);
+	Esys_Free(todo);
+}
+
+TEST_F(worker, serving_process_has_tested_its_algorithms)
+{
+	start(self, true);
+	expect_all_tested(self);
+	stop(self);
+	start(self, false);
+	ASSERT_EQ(inst_startup(self->in), 0);
+	expect_all_tested(self);
+}
+
 TEST_F(worker, volatile_state_saved_and_dropped)
 {
 	char path[160];
