@@ -292,7 +292,11 @@ static void probe(struct mux *m)
 	pthread_mutex_unlock(&m->lock);
 }
 
-/* Called with m->lock held: a swap the rotator prepared, between two commands. */
+/*
+ * A swap the rotator prepared, between two commands: by the mux thread,
+ * or by a FUSE thread whose command would otherwise wait for it.  Called
+ * with m->lock held while nobody is busy.
+ */
 static void swap_pending(struct mux *m)
 {
 	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
@@ -799,6 +803,9 @@ int mux_submit(struct mux *m, struct fusedev_file *f, const uint8_t *cmd, size_t
 		return -EAGAIN;
 	}
 	fusedev_file_get(f);
+	/* between two commands: the command that crosses a swap need not queue */
+	if (m->swap_next && !m->busy && !m->head)
+		swap_pending(m);
 	if (!req->client && !m->busy && !m->head && !m->swap_next && !m->probe_due) {
 		m->busy = true;
 		pthread_mutex_unlock(&m->lock);
