@@ -39,9 +39,9 @@ enum {
 
 #define FUSEDEV_ATTR_TIMEOUT 1.0
 /*
- * Workers reading /dev/fuse.  Two is enough (handlers never wait, and at
- * most one waits for a tpm0 release) and measured fastest: the kernel
- * wakes the longest-idle reader, so more workers mean colder ones.
+ * Workers for /dev/fuse, of which one at a time reads (see worker_main()):
+ * one may wait in a tpm0 command run inline, one for a tpm0 release, and
+ * one serves the rest.
  */
 #define FUSEDEV_WORKERS 3
 #define FUSEDEV_CLOSE_WAIT_MS 1000	/* see tpm0_claim() */
@@ -86,6 +86,10 @@ struct fusedev {
 	struct fuse_session *se;
 	pthread_t workers[FUSEDEV_WORKERS];
 	unsigned int nworkers;
+	pthread_mutex_t reader_lock;
+	pthread_cond_t reader_free;	/* has_reader false again; with reader_lock */
+	bool has_reader;		/* a worker holds the reader role; reader_lock */
+	pthread_t reader;		/* that worker; reader_lock */
 	atomic_bool ended;		/* the session ended by itself */
 	struct fusedev_ops ops;
 	void *userdata;
@@ -131,6 +135,8 @@ static void dev_put(struct fusedev *d)
 		return;
 	pthread_cond_destroy(&d->tpm0_free);
 	pthread_mutex_destroy(&d->lock);
+	pthread_cond_destroy(&d->reader_free);
+	pthread_mutex_destroy(&d->reader_lock);
 	free(d->mountpoint);
 	free(d);
 }
@@ -553,6 +559,8 @@ static void op_open_status(fuse_req_t req, struct fuse_file_info *fi)
 		status_free(d, s);
 }
 
+static void reader_yield(struct fusedev *d);
+
 static int tpm0_wait(struct fusedev *d)
 {
 	struct timespec ts;
@@ -562,6 +570,7 @@ static int tpm0_wait(struct fusedev *d)
 	if (d->tpm0_waiting || !d->tpm0->closing)
 		return -EBUSY;
 	d->tpm0_waiting = true;
+	reader_yield(d);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += FUSEDEV_CLOSE_WAIT_MS / 1000;
 	ts.tv_nsec += (FUSEDEV_CLOSE_WAIT_MS % 1000) * 1000000L;
@@ -971,9 +980,59 @@ static void worker_buf_free(void *arg)
 }
 
 /*
+ * Give the reader role to a waiting worker, when the calling worker holds
+ * it and is about to wait.  Any thread; a no-op elsewhere.
+ */
+static void reader_yield(struct fusedev *d)
+{
+	pthread_mutex_lock(&d->reader_lock);
+	if (d->has_reader && pthread_equal(d->reader, pthread_self())) {
+		d->has_reader = false;
+		pthread_cond_signal(&d->reader_free);
+	}
+	pthread_mutex_unlock(&d->reader_lock);
+}
+
+/*
+ * The calling FUSE worker, inside submit, is going to wait for the TPM:
+ * let another worker read requests meanwhile.
+ */
+void fusedev_file_yield(struct fusedev_file *f)
+{
+	reader_yield(f->d);
+}
+
+static void reader_unlock(void *arg)
+{
+	pthread_mutex_unlock(arg);
+}
+
+/* Wait until the reader role is free or ours, and take it.  A cancellation point. */
+static void reader_take(struct fusedev *d)
+{
+	pthread_mutex_lock(&d->reader_lock);
+	pthread_cleanup_push(reader_unlock, &d->reader_lock);
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+	while (d->has_reader && !pthread_equal(d->reader, pthread_self()))
+		pthread_cond_wait(&d->reader_free, &d->reader_lock);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	d->has_reader = true;
+	d->reader = pthread_self();
+	pthread_cleanup_pop(1);
+}
+
+/*
  * One worker: read a request, handle it, until the session ends.  It may
- * be cancelled only while it waits in read(2), never while it handles a
- * request and holds our locks.
+ * be cancelled only while it waits, in read(2) or for the reader role,
+ * never while it handles a request and holds our locks.
+ *
+ * Only the worker with the reader role reads, and it keeps the role while
+ * its handlers are quick: the kernel hands each request to the reader
+ * that has waited longest, so with every worker reading, the requests of
+ * one command (write, poll, read) would go to different threads, and
+ * each to a thread likely on another CPU, whose wake-up costs more than
+ * the request.  A handler about to wait gives the role away first
+ * (reader_yield()).
  */
 static void *worker_main(void *arg)
 {
@@ -985,6 +1044,7 @@ static void *worker_main(void *arg)
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	pthread_cleanup_push(worker_buf_free, &buf);
 	while (!fuse_session_exited(d->se)) {
+		reader_take(d);
 		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
 		r = fuse_session_receive_buf(d->se, &buf);
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -995,6 +1055,11 @@ static void *worker_main(void *arg)
 		fuse_session_process_buf(d->se, &buf);
 	}
 	fuse_session_exit(d->se);
+	/* the others wake, see the session over (or read its end) and exit too */
+	pthread_mutex_lock(&d->reader_lock);
+	d->has_reader = false;
+	pthread_cond_broadcast(&d->reader_free);
+	pthread_mutex_unlock(&d->reader_lock);
 	pthread_cleanup_pop(1);
 
 	/*
@@ -1113,6 +1178,8 @@ int fusedev_start(const struct fusedev_config *c, const struct fusedev_ops *ops,
 	atomic_init(&d->ended, false);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->tpm0_free, NULL);
+	pthread_mutex_init(&d->reader_lock, NULL);
+	pthread_cond_init(&d->reader_free, NULL);
 	d->ops = *ops;
 	d->userdata = userdata;
 	d->uid = c->uid;

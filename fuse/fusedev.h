@@ -65,6 +65,7 @@ int fusedev_start(const struct fusedev_config *c, const struct fusedev_ops *ops,
 void fusedev_stop(struct fusedev *d);
 int fusedev_framing_check(const uint8_t *buf, size_t len);
 
+void fusedev_file_yield(struct fusedev_file *f);
 void fusedev_file_complete(struct fusedev_file *f, const uint8_t *rsp,
 			   size_t len);
 void fusedev_file_fail(struct fusedev_file *f, int err);

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@ struct inst {
 	bool started;		/* TPM2_Startup done in the loaded state */
 	int timeout_ms;		/* for one command or request; see inst_set_timeout() */
 	uint64_t sent_ns;	/* CLOCK_MONOTONIC when the command in flight was sent */
+	int cpu;		/* the one CPU it may run on, -1 for any */
 	uint8_t buf[IPC_PAYLOAD_MAX];	/* frames received */
 };
 
@@ -192,19 +194,28 @@ static uint64_t monotonic_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Wait up to timeout_ms for the socket to become readable. */
-static int inst_poll(struct inst *in, int timeout_ms)
+/* Wait up to timeout_us for the socket to become readable. */
+static int inst_poll_us(struct inst *in, int64_t timeout_us)
 {
 	struct pollfd pfd = { .fd = in->fd, .events = POLLIN };
+	struct timespec ts = {
+		.tv_sec = timeout_us / 1000000,
+		.tv_nsec = (timeout_us % 1000000) * 1000,
+	};
 	int n;
 
 	do {
-		n = poll(&pfd, 1, timeout_ms);
+		n = ppoll(&pfd, 1, &ts, NULL);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
 
 	return n == 0 ? -ETIMEDOUT : 0;
+}
+
+static int inst_poll(struct inst *in, int timeout_ms)
+{
+	return inst_poll_us(in, (int64_t)timeout_ms * 1000);
 }
 
 /*
@@ -288,6 +299,7 @@ int inst_start(const char *helper, const char *dir, bool with_volatile, struct i
 	}
 	in->fd = sv[0];
 	in->timeout_ms = INST_COMMAND_TIMEOUT_MS;
+	in->cpu = -1;
 
 	/* dup2 onto the same number would keep FD_CLOEXEC set: move it. */
 	if (sv[1] == INST_FD) {
@@ -336,6 +348,27 @@ void inst_set_timeout(struct inst *in, uint64_t timeout_ms)
 }
 
 /*
+ * Keep the instance on the CPU of the thread that talks to it.  The two
+ * take turns (one sends and sleeps, the other wakes, answers and sleeps),
+ * so they never want two CPUs at once; left to itself the scheduler wakes
+ * the instance on the idle CPU instead, and on a virtual machine a
+ * wake-up across CPUs costs tens of microseconds each way, several times
+ * a small command's whole work.  Changes only when the caller moved;
+ * failures (a cpuset that forbids the CPU) leave the instance free.
+ */
+static void inst_follow(struct inst *in)
+{
+	cpu_set_t set;
+	int cpu = sched_getcpu();
+
+	if (cpu < 0 || cpu == in->cpu || in->pid <= 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	in->cpu = sched_setaffinity(in->pid, sizeof(set), &set) == 0 ? cpu : -1;
+}
+
+/*
  * Send one TPM command (cmd, len bytes, at most INST_BUF_MAX) to run at
  * locality; inst_await() gets its response.  Returns 0, -EINVAL for an
  * empty command, -EMSGSIZE over INST_BUF_MAX, -EPIPE when the instance has
@@ -352,6 +385,7 @@ int inst_send(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t len)
 	if (in->fd < 0)
 		return -EPIPE;
 
+	inst_follow(in);
 	r = ipc_send(in->fd, IPC_CMD, &locality, 1, cmd, len);
 	if (r == 0)
 		in->sent_ns = monotonic_ns();
@@ -361,7 +395,7 @@ int inst_send(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t len)
 
 /*
  * Wait for the response to the command inst_send() sent and put it in rsp.
- * With limit_ms >= 0, give up after that long while the command is still
+ * With limit_us >= 0, give up after that long while the command is still
  * within its timeout: -EINPROGRESS, and a later call picks the response up.
  * Otherwise wait out the command's timeout (counted from the send).  TPM
  * errors are in the response.  Returns 0, -EMSGSIZE when the response does
@@ -370,7 +404,8 @@ int inst_send(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t len)
  * (it is killed then, and every later call answers -EPIPE), or the
  * negative errno it reported.
  */
-int inst_await(struct inst *in, int limit_ms, uint8_t *rsp, size_t rsp_size, size_t *ret_len)
+int inst_await(struct inst *in, int64_t limit_us, uint8_t *rsp, size_t rsp_size,
+	       size_t *ret_len)
 {
 	struct ipc_status st;
 	uint64_t elapsed_ms;
@@ -385,8 +420,8 @@ int inst_await(struct inst *in, int limit_ms, uint8_t *rsp, size_t rsp_size, siz
 		elapsed_ms = (monotonic_ns() - in->sent_ns) / 1000000;
 		wait = elapsed_ms >= (uint64_t)wait ? 0 : wait - (int)elapsed_ms;
 	}
-	if (limit_ms >= 0 && (wait < 0 || limit_ms < wait)) {
-		r = inst_poll(in, limit_ms);
+	if (limit_us >= 0 && (wait < 0 || limit_us < (int64_t)wait * 1000)) {
+		r = inst_poll_us(in, limit_us);
 		if (r == -ETIMEDOUT)
 			return -EINPROGRESS;
 		wait = r == 0 ? -1 : 0;	/* readable: no second poll(2) */

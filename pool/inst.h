@@ -36,7 +36,7 @@ int inst_start(const char *helper, const char *dir, bool with_volatile,
 int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd,
 		  size_t len, uint8_t *rsp, size_t rsp_size, size_t *ret_len);
 int inst_send(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t len);
-int inst_await(struct inst *in, int limit_ms, uint8_t *rsp, size_t rsp_size,
+int inst_await(struct inst *in, int64_t limit_us, uint8_t *rsp, size_t rsp_size,
 	       size_t *ret_len);
 void inst_set_timeout(struct inst *in, uint64_t timeout_ms);
 int inst_startup(struct inst *in);

@@ -48,6 +48,7 @@ struct fake {
 	pthread_t thread;
 	bool started;
 	bool inline_complete;		/* answer inside submit */
+	unsigned int inline_wait_us;	/* ... after yielding and waiting this long */
 	int submit_err;
 	char status[128];
 	atomic_int opens;
@@ -159,6 +160,13 @@ static int fake_submit(void *userdata, struct fusedev_file *f, const uint8_t *cm
 		return k->submit_err;
 	atomic_fetch_add(&k->commands, 1);
 	if (k->inline_complete) {
+		if (k->inline_wait_us) {
+			struct timespec ts = { k->inline_wait_us / 1000000,
+					       (k->inline_wait_us % 1000000) * 1000L };
+
+			fusedev_file_yield(f);
+			nanosleep(&ts, NULL);
+		}
 		fake_reply(f, cmd, len);
 		return 0;
 	}
@@ -723,6 +731,54 @@ TEST_F(mount, waiting_poll_is_woken_after_answered_ones)
 		EXPECT_EQ(read(fd, buf, sizeof(buf)), 28);
 	}
 	close(fd);
+}
+
+/*
+ * A worker that waits inside submit after fusedev_file_yield() leaves the
+ * mount to the others: the status file and other opens are served
+ * meanwhile, and the answer is still ready when write(2) returns.
+ */
+static void *slow_write(void *arg)
+{
+	const char *path = arg;
+	uint8_t buf[64];
+	intptr_t ok = 0;
+	int fd;
+
+	fd = open(path, O_RDWR | O_NONBLOCK);
+	if (fd >= 0 && write(fd, buf, getrandom_make(buf, 16)) == 12 &&
+	    poll_one(fd, POLLIN, 0) == POLLIN && read(fd, buf, sizeof(buf)) == 28)
+		ok = 1;
+	if (fd >= 0)
+		close(fd);
+	return (void *)ok;
+}
+
+TEST_F(mount, a_waiting_submit_yields_the_mount)
+{
+	pthread_t t;
+	char buf[256];
+	void *ok = NULL;
+	int64_t t0;
+	int fd;
+
+	self->fake.inline_complete = true;
+	self->fake.inline_wait_us = 1500000;
+	ASSERT_EQ(pthread_create(&t, NULL, slow_write, self->tpm0), 0);
+	usleep(200 * 1000);	/* the write is inside submit now */
+	t0 = now_us();
+	fd = open(self->status, O_RDONLY);
+	ASSERT_GE(fd, 0);
+	EXPECT_GT(read(fd, buf, sizeof(buf)), 0);
+	close(fd);
+	fd = open(self->tpmrm0, O_RDWR);
+	EXPECT_GE(fd, 0);
+	close(fd);
+	TEST_LOG("served in %lld us while a submit waits", (long long)(now_us() - t0));
+	EXPECT_LT(now_us() - t0, 1000000);
+	pthread_join(t, &ok);
+	EXPECT_EQ((intptr_t)ok, 1);
+	self->fake.inline_wait_us = 0;
 }
 
 TEST_F(mount, partial_reads_drain_the_response)

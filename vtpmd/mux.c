@@ -18,9 +18,11 @@
 /*
  * How long a FUSE thread running a tpm0 command itself (see mux_submit())
  * waits for the answer before it hands the command to the mux thread:
- * a client killed in write(2) waits for no longer than this.
+ * a client killed in write(2) waits for no longer than this.  After the
+ * first MUX_INLINE_QUICK_US it lets another FUSE thread read requests.
  */
-#define MUX_INLINE_WAIT_MS 10
+#define MUX_INLINE_WAIT_US 10000
+#define MUX_INLINE_QUICK_US 200
 
 /* A tpmrm0 open: its resource-manager space. */
 struct mux_client {
@@ -591,7 +593,7 @@ static bool mux_idle(const struct mux *m)
  * Run a tpm0 command on the calling FUSE thread, which found the mux idle
  * and made itself busy: the answer is ready when write(2) returns, so the
  * client's poll sees it at once, with no thread hand-off and no poll
- * notification.  A command still running after MUX_INLINE_WAIT_MS, or one
+ * notification.  A command still running after MUX_INLINE_WAIT_US, or one
  * that failed or exhausted the instance (a swap, which may wait for the
  * pool), goes to the mux thread, which finishes it as any other; a health
  * probe is left to the mux thread too.  Releases busy.
@@ -605,7 +607,12 @@ static void serve_inline(struct mux *m, struct mux_req *req)
 
 	r = inst_send(m->active, 0, req->cmd, req->len);
 	if (r == 0)
-		r = inst_await(m->active, MUX_INLINE_WAIT_MS, m->rsp, sizeof(m->rsp), &rlen);
+		r = inst_await(m->active, MUX_INLINE_QUICK_US, m->rsp, sizeof(m->rsp), &rlen);
+	if (r == -EINPROGRESS) {
+		fusedev_file_yield(req->file);
+		r = inst_await(m->active, MUX_INLINE_WAIT_US - MUX_INLINE_QUICK_US, m->rsp,
+			       sizeof(m->rsp), &rlen);
+	}
 	if (r == 0)
 		r = run_after(m, req, rlen);
 	if (r == -EINPROGRESS || swap_reason(m, r, rlen)) {
@@ -777,7 +784,7 @@ void mux_free(struct mux *m, struct inst **ret_active, struct meta *ret_meta)
 /*
  * Queue one framing-checked command from an open device file.  A tpm0
  * command that finds the mux idle runs on the calling thread instead (see
- * serve_inline()), for at most MUX_INLINE_WAIT_MS before it is handed to
+ * serve_inline()), for at most MUX_INLINE_WAIT_US before it is handed to
  * the mux thread.  tpmrm0 commands always queue: the kernel serialises
  * writes to one FUSE file, so an open waiting there behind another's
  * command could not be killed.  Returns 0, or -EAGAIN when too many
