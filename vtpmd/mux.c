@@ -19,10 +19,14 @@
  * How long a FUSE thread running a tpm0 command itself (see mux_submit())
  * waits for the answer before it hands the command to the mux thread:
  * a client killed in write(2) waits for no longer than this.  After the
- * first MUX_INLINE_QUICK_US it lets another FUSE thread read requests.
+ * first MUX_INLINE_QUICK_US it lets another FUSE thread read requests;
+ * until then other requests wait, which costs them little (TPM commands
+ * wait for the instance anyway), while handing over costs the client's
+ * poll and read a wake-up of another thread, likely on another CPU.  An
+ * ECC quote fits in the quick part, an RSA one mostly.
  */
 #define MUX_INLINE_WAIT_US 10000
-#define MUX_INLINE_QUICK_US 200
+#define MUX_INLINE_QUICK_US 5000
 
 /* A tpmrm0 open: its resource-manager space. */
 struct mux_client {

@@ -620,6 +620,13 @@ def targets(res):
         add(f"PSS per live instance process (pool {max(mem, key=int)}: the active one and "
             f"the warm spare; the other ready instances are files)",
             f"{per:.2f} MiB", "< 2 MiB", per < 2)
+        for size in sorted(mem, key=int):
+            v = mem[size]
+            if int(size) < 2:
+                continue
+            per_ready = v["instances_pss_kib"] / 1024.0 / max(1, v["ready"])
+            add(f"PSS per ready instance (pool {size}: the instance processes' PSS over the "
+                f"ready instances)", f"{per_ready:.2f} MiB", "< 2 MiB", per_ready < 2)
     return rows
 
 
