@@ -152,26 +152,45 @@ static int mf_ak_template(enum meta_alg alg, TPM2B_PUBLIC *t)
 	return mf_random(p->unique.ecc.x.buffer, p->unique.ecc.x.size);
 }
 
-static int mf_esys_open(struct engine *e, struct tcti **ret_tcti, ESYS_CONTEXT **ret_esys)
+/*
+ * ESYS over the engine, quietly: 0, or -EIO with the TSS response code in
+ * *ret_rc, or -ENOMEM.
+ */
+static int mf_esys_attach(struct engine *e, struct tcti **ret_tcti, ESYS_CONTEXT **ret_esys,
+			  uint32_t *ret_rc)
 {
 	ESYS_CONTEXT *esys;
 	struct tcti *t;
 	TSS2_RC rc;
 	int r;
 
+	*ret_rc = 0;
 	r = tcti_new(engine_process, e, &t);
 	if (r < 0)
 		return r;
 	rc = Esys_Initialize(&esys, tcti_context(t), NULL);
 	if (rc != TSS2_RC_SUCCESS) {
 		tcti_free(t);
-		return mf_tpm_fail("esys init", rc);
+		*ret_rc = rc;
+		return -EIO;
 	}
 
 	*ret_tcti = t;
 	*ret_esys = esys;
 
 	return 0;
+}
+
+static int mf_esys_open(struct engine *e, struct tcti **ret_tcti, ESYS_CONTEXT **ret_esys)
+{
+	uint32_t rc;
+	int r;
+
+	r = mf_esys_attach(e, ret_tcti, ret_esys, &rc);
+	if (r == -EIO)
+		return mf_tpm_fail("esys init", rc);
+
+	return r;
 }
 
 static void mf_esys_close(struct tcti *t, ESYS_CONTEXT *esys)
@@ -324,17 +343,9 @@ int manufacture_startup(struct engine *e, uint32_t *ret_rc)
 	TSS2_RC rc;
 	int r;
 
-	*ret_rc = 0;
-	r = tcti_new(engine_process, e, &t);
+	r = mf_esys_attach(e, &t, &esys, ret_rc);
 	if (r < 0)
 		return r;
-	rc = Esys_Initialize(&esys, tcti_context(t), NULL);
-	if (rc != TSS2_RC_SUCCESS) {
-		tcti_free(t);
-		*ret_rc = rc;
-		return -EIO;
-	}
-
 	rc = Esys_Startup(esys, TPM2_SU_CLEAR);
 	r = rc == TSS2_RC_SUCCESS ? 0 : -EIO;
 	if (r < 0)
@@ -365,17 +376,11 @@ int manufacture_self_test(struct engine *e, uint32_t *ret_rc)
 	TSS2_RC rc;
 	int r;
 
-	*ret_rc = 0;
-	r = tcti_new(engine_process, e, &t);
+	r = mf_esys_attach(e, &t, &esys, ret_rc);
 	if (r < 0)
 		return r;
-	rc = Esys_Initialize(&esys, tcti_context(t), NULL);
-	if (rc == TSS2_RC_SUCCESS) {
-		rc = Esys_SelfTest(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_YES);
-		mf_esys_close(t, esys);
-	} else {
-		tcti_free(t);
-	}
+	rc = Esys_SelfTest(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_YES);
+	mf_esys_close(t, esys);
 	if (rc != TSS2_RC_SUCCESS) {
 		*ret_rc = rc;
 		return -EIO;
