@@ -579,7 +579,10 @@ TEST_F(worker, serve_without_volatile_needs_startup)
  */
 static void expect_all_tested(struct harness_fx_worker *self)
 {
-	TPML_ALG algs = { .count = 3, .algorithms = { TPM2_ALG_RSA, TPM2_ALG_ECC, TPM2_ALG_SHA256 } };
+	TPML_ALG algs = {
+		.count = 3,
+		.algorithms = { TPM2_ALG_RSA, TPM2_ALG_ECC, TPM2_ALG_SHA256 },
+	};
 	TPML_ALG *todo = NULL;
 
 	ASSERT_EQ(Esys_IncrementalSelfTest(self->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
