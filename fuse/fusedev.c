@@ -1062,15 +1062,14 @@ static void *worker_main(void *arg)
 	pthread_mutex_unlock(&d->reader_lock);
 	pthread_cleanup_pop(1);
 
-	/*
-	 * The connection went away without fusedev_stop(): say so once.
-	 * XXX: nothing tells the daemon, which keeps running without its
-	 * device files after an external umount until it is restarted.
-	 */
-	if (!atomic_load(&d->stopping) && !atomic_exchange(&d->ended, true))
+	/* The connection went away without fusedev_stop(): say so once, and tell the owner. */
+	if (!atomic_load(&d->stopping) && !atomic_exchange(&d->ended, true)) {
 		fusedev_log(d, r < 0 ? LOG_ERR : LOG_NOTICE,
 			    "fuse: session ended path=%s err=\"%s\"", d->mountpoint,
 			    r < 0 ? strerror(-r) : "unmounted");
+		if (d->ops.ended)
+			d->ops.ended(d->userdata);
+	}
 	return NULL;
 }
 

@@ -49,6 +49,12 @@ struct fusedev_ops {
 	int (*status)(void *userdata, char **ret_buf, size_t *ret_len);
 	/* Optional: one log line from the endpoint (prio as syslog's). */
 	void (*log)(void *userdata, int prio, const char *msg);
+	/*
+	 * Optional: the mount went away without fusedev_stop() (unmounted
+	 * from outside, or the connection aborted).  Once, from a FUSE thread;
+	 * the caller still calls fusedev_stop().
+	 */
+	void (*ended)(void *userdata);
 };
 
 struct fusedev_config {

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include "daemon_util.h"
@@ -185,6 +186,36 @@ TEST_F_TIMEOUT(crash, client_of_a_hung_instance_dies_at_once, 120)
 	/* the instance answers the orphaned command; later clients are served */
 	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
 	EXPECT_EQ(waitpid(self->d.pid, NULL, WNOHANG), 0);
+}
+
+/*
+ * An umount from outside takes the device files away: vtpmd stops cleanly
+ * (the active instance saved) and exits 1 for its supervisor, and the
+ * next start serves the same TPM on the same path.
+ */
+TEST_F_TIMEOUT(crash, external_umount_stops_with_a_failure, 120)
+{
+	char before[128];
+	char after[128];
+	int status = 0;
+	int i;
+
+	start(&self->d, "", NULL);
+	vd_status_active(&self->d, before, sizeof(before));
+	ASSERT_EQ(umount2(self->d.mnt, MNT_DETACH), 0);
+	for (i = 0; i < 200 && waitpid(self->d.pid, &status, WNOHANG) != self->d.pid; i++)
+		vd_sleep_ms(50);
+	ASSERT_LT(i, 200);
+	self->d.pid = -1;
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+	EXPECT_EQ(vd_sh("grep -q 'vtpmd: the mount went away, stopping path=%s' %s",
+			self->d.mnt, self->d.log), 0);
+	EXPECT_EQ(vd_sh("grep -q 'saved the volatile state' %s", self->d.log), 0);
+
+	start(&self->d, NULL, NULL);
+	vd_status_active(&self->d, after, sizeof(after));
+	EXPECT_STREQ(before, after);
+	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
 }
 
 /* Record what must survive: AK and EK public areas, an NV index, a persistent key. */

@@ -9,6 +9,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ struct daemon {
 	struct outbox *outbox;
 	struct mux *mux;
 	struct fusedev *dev;
+	atomic_bool mount_lost;		/* the mount went away under us */
 };
 
 static struct daemon d = { .lock_fd = -1 };
@@ -141,12 +143,25 @@ static void dev_log(void *userdata, int prio, const char *msg)
 	log_msg(prio, "%s", msg);
 }
 
+/*
+ * The mount went away under us (umount from outside): clients cannot
+ * reach the TPM any more, so stop cleanly, saving the active instance,
+ * and exit with a failure for the supervisor to restart vtpmd, which
+ * mounts again on the same state.
+ */
+static void dev_ended(void *userdata)
+{
+	atomic_store(&d.mount_lost, true);
+	(void)kill(getpid(), SIGTERM);
+}
+
 static const struct fusedev_ops dev_ops = {
 	.open = dev_open,
 	.submit = dev_submit,
 	.release = dev_release,
 	.status = dev_status,
 	.log = dev_log,
+	.ended = dev_ended,
 };
 
 /* The instance helper: $VTPMD_INSTANCE_BIN, beside our binary, or libexecdir. */
@@ -496,6 +511,11 @@ static int signal_loop(const sigset_t *set)
 			rotate_request(d.rot, "operator");
 			break;
 		default:
+			if (atomic_load(&d.mount_lost)) {
+				log_err("vtpmd: the mount went away, stopping path=%s",
+					d.conf->mountpoint);
+				return -ENODEV;
+			}
 			log_notice("vtpmd: stopping signal=%d", si.si_signo);
 			return 0;
 		}

@@ -271,7 +271,10 @@ static int rotate_planned(struct rotate *r, const char *reason)
 	return 0;
 
 err_put_back:
-	/* XXX: a taken spare that cannot be activated is discarded, not returned to the pool. */
+	/*
+	 * A taken spare that cannot be activated is retired, not put back: its
+	 * prepare event may be out already, and the pool makes another.
+	 */
 	outbox_drop(r->outbox, commit);
 	meta_clear(&new_copy);
 	meta_clear(&cur_copy);
