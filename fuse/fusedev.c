@@ -68,7 +68,8 @@ struct fusedev_file {
 	size_t parked_size;
 	struct fuse_pollhandle *ph;	/* latest, owned */
 	uint32_t poll_events;		/* what the latest poll asked for */
-	bool poll_waiting;		/* a poll found nothing it asked for: notify */
+	bool in_write;			/* a write(2) is in submit: notify after it */
+	bool notify_due;
 	uint8_t rsp[FUSEDEV_BUF_SIZE];
 };
 
@@ -235,16 +236,20 @@ static struct fusedev_file *file_new(struct fusedev *d, enum fusedev_kind kind)
 }
 
 /*
- * Wake whoever polls f for what it now reports.  Only a poll that found
- * nothing it asked for is waiting: one that was answered has returned, so
- * the common write, poll, read costs no notification.  With f->lock held.
+ * Wake whoever polls f for what it now reports, as the kernel's device
+ * does at every change (an edge-triggered epoll asks again only after a
+ * notification).  An answer made inside write(2) is notified once the
+ * write has been answered, so that the client is not kept waiting for
+ * it.  With f->lock held.
  */
 static void file_notify(struct fusedev_file *f)
 {
-	if (f->ph && f->poll_waiting && !f->detached) {
-		f->poll_waiting = false;
-		(void)fuse_lowlevel_notify_poll(f->ph);
+	if (f->in_write) {
+		f->notify_due = true;
+		return;
 	}
+	if (f->ph && !f->detached)
+		(void)fuse_lowlevel_notify_poll(f->ph);
 }
 
 /*
@@ -752,6 +757,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		return;
 	}
 
+	/* ours until the end: once the write is answered, a close may release f */
+	fusedev_file_get(f);
+
 	/* the kernel's order: E2BIG, then EBUSY, then EINVAL */
 	r = fusedev_framing_check(cmd, size);
 	if (r != -E2BIG) {
@@ -763,6 +771,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			/* like the kernel, a partly read response is dropped */
 			f->in_flight = true;
 			f->rsp_len = 0;
+			f->in_write = true;
 			atomic_fetch_add(&f->refs, 1);
 		}
 		pthread_mutex_unlock(&f->lock);
@@ -777,12 +786,23 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		fusedev_log(d, LOG_DEBUG, "fuse: write refused fd=%llu len=%zu err=\"%s\"",
 			    (unsigned long long)f->id, size, strerror(-r));
 		(void)fuse_reply_err(req, -r);
-		return;
+	} else {
+		fusedev_log(d, LOG_DEBUG, "fuse: command fd=%llu len=%zu",
+			    (unsigned long long)f->id, size);
+		(void)fuse_reply_write(req, size);
 	}
 
-	fusedev_log(d, LOG_DEBUG, "fuse: command fd=%llu len=%zu",
-		    (unsigned long long)f->id, size);
-	(void)fuse_reply_write(req, size);
+	/* the write is answered: now the notification of an answer made meanwhile */
+	pthread_mutex_lock(&f->lock);
+	if (f->in_write) {
+		f->in_write = false;
+		if (f->notify_due) {
+			f->notify_due = false;
+			file_notify(f);
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	fusedev_file_put(f);
 }
 
 /*
@@ -951,9 +971,6 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		revents = 0;
 	else
 		revents = POLLOUT;
-	/* sticky until a notification: another poller may still wait */
-	if (ph && !(revents & fi->poll_events))
-		f->poll_waiting = true;
 	pthread_mutex_unlock(&f->lock);
 
 	(void)fuse_reply_poll(req, revents);

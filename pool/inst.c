@@ -354,7 +354,8 @@ void inst_set_timeout(struct inst *in, uint64_t timeout_ms)
  * the instance on the idle CPU instead, and on a virtual machine a
  * wake-up across CPUs costs tens of microseconds each way, several times
  * a small command's whole work.  Changes only when the caller moved;
- * failures (a cpuset that forbids the CPU) leave the instance free.
+ * a failure (a cpuset that forbids the CPU) leaves the instance where it
+ * was.
  */
 static void inst_follow(struct inst *in)
 {
@@ -365,7 +366,8 @@ static void inst_follow(struct inst *in)
 		return;
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
-	in->cpu = sched_setaffinity(in->pid, sizeof(set), &set) == 0 ? cpu : -1;
+	(void)sched_setaffinity(in->pid, sizeof(set), &set);
+	in->cpu = cpu;	/* tried: not again until the caller moves */
 }
 
 /*
@@ -424,7 +426,12 @@ int inst_await(struct inst *in, int64_t limit_us, uint8_t *rsp, size_t rsp_size,
 		r = inst_poll_us(in, limit_us);
 		if (r == -ETIMEDOUT)
 			return -EINPROGRESS;
-		wait = r == 0 ? -1 : 0;	/* readable: no second poll(2) */
+		if (r < 0) {
+			(void)close(in->fd);
+			in->fd = -1;
+			return r;
+		}
+		wait = -1;	/* readable: no second poll(2) */
 	}
 	r = inst_recv(in, wait, &type, &n);
 	if (r == -ETIMEDOUT)

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -731,6 +732,41 @@ TEST_F(mount, waiting_poll_is_woken_after_answered_ones)
 		EXPECT_EQ(read(fd, buf, sizeof(buf)), 28);
 	}
 	close(fd);
+}
+
+/*
+ * An edge-triggered epoll asks the file again only after a notification:
+ * every answer must send one, also one made inside write(2) and also after
+ * rounds whose readiness was seen at once.
+ */
+static void epoll_et_rounds(struct harness_fx_mount *self, const char *path)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET };
+	uint8_t buf[64];
+	int ep;
+	int fd;
+
+	fd = open(path, O_RDWR | O_NONBLOCK);
+	ASSERT_GE(fd, 0);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_GE(ep, 0);
+	ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+	for (int i = 0; i < 4; i++) {
+		EXPECT_EQ(write(fd, buf, getrandom_make(buf, 16)), 12);
+		EXPECT_EQ(epoll_wait(ep, &ev, 1, 3000), 1);
+		EXPECT_EQ(read(fd, buf, sizeof(buf)), 28);
+	}
+	close(ep);
+	close(fd);
+}
+
+TEST_F(mount, edge_triggered_epoll_sees_every_answer)
+{
+	self->fake.inline_complete = true;
+	epoll_et_rounds(self, self->tpm0);
+	self->fake.inline_complete = false;
+	self->fake.delay_us = 20000;
+	epoll_et_rounds(self, self->tpmrm0);
 }
 
 /*

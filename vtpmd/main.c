@@ -543,6 +543,8 @@ static void teardown(void)
 	size_t i;
 
 	fusedev_stop(d.dev);
+	/* the mux thread calls the rotator: stop it first */
+	mux_stop(d.mux);
 	rotate_free(d.rot);
 	outbox_free(d.outbox);
 	if (d.mux) {

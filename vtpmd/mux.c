@@ -86,6 +86,8 @@ struct mux {
 	int handover_r;			/* else its result, the answer in rsp */
 	size_t handover_rlen;
 	uint64_t handover_t0;
+	const char *handover_reason;	/* to swap, or NULL */
+	bool handover_gap;		/* the context counter moved: gap_check() */
 	bool probe_due;			/* a health probe before the next command */
 
 	struct mux_policy policy;	/* protected by lock */
@@ -516,14 +518,21 @@ static void count(struct mux *m, uint32_t cc, uint32_t rc)
 	pthread_mutex_unlock(&m->lock);
 }
 
-/* The command failed (r < 0) or answered with an exhaustion code: the reason to swap. */
+/*
+ * The command failed (r < 0) or answered with an exhaustion code that the
+ * policy of the moment rotates on: the reason to swap, or NULL.
+ */
 static const char *swap_reason(struct mux *m, int r, size_t rlen)
 {
 	uint32_t rc = r < 0 ? TPM2_RC_FAILURE : tpmcmd_rc(m->rsp, rlen);
+	bool on_exhaustion;
 
 	if (r < 0)
 		return "instance_failure";
-	if (tpmcmd_rc_is_exhaustion(rc) && m->policy.on_exhaustion)
+	pthread_mutex_lock(&m->lock);
+	on_exhaustion = m->policy.on_exhaustion;
+	pthread_mutex_unlock(&m->lock);
+	if (tpmcmd_rc_is_exhaustion(rc) && on_exhaustion)
 		return exhaustion_reason(rc);
 
 	return NULL;
@@ -531,24 +540,21 @@ static const char *swap_reason(struct mux *m, int r, size_t rlen)
 
 /*
  * The client command req ran (r == 0, its answer in m->rsp) or failed:
- * swap and replay if it must, answer the client, count.  True when a
- * health probe should follow.
+ * swap (for reason, from swap_reason()) and replay if it must, answer the
+ * client, count.  True when a health probe should follow.
  */
-static bool serve_end(struct mux *m, struct mux_req *req, int r, size_t rlen, uint64_t t0)
+static bool serve_end(struct mux *m, struct mux_req *req, int r, size_t rlen, uint64_t t0,
+		      const char *reason)
 {
 	uint32_t cc = tpmcmd_code(req->cmd, req->len);
 	uint32_t rc;
-	const char *reason = NULL;
 	bool replayed = false;
 
 	rc = r < 0 ? TPM2_RC_FAILURE : tpmcmd_rc(m->rsp, rlen);
-	if (r < 0) {
+	if (r < 0)
 		log_err_errno(r, "mux: instance failed inst=%s cc=0x%x", m->meta.id, cc);
-		reason = "instance_failure";
-	} else if (tpmcmd_rc_is_exhaustion(rc) && m->policy.on_exhaustion) {
+	else if (reason)
 		log_notice("mux: instance exhausted inst=%s cc=0x%x rc=0x%x", m->meta.id, cc, rc);
-		reason = exhaustion_reason(rc);
-	}
 	if (reason && swap_urgent(m, reason))
 		replayed = replay(m, req, &rlen);
 	if (replayed)
@@ -573,7 +579,7 @@ static void serve(struct mux *m, struct mux_req *req)
 	int r;
 
 	r = run(m, req, &rlen);
-	if (serve_end(m, req, r, rlen, t0))
+	if (serve_end(m, req, r, rlen, t0, swap_reason(m, r, rlen)))
 		probe(m);
 }
 
@@ -605,8 +611,11 @@ static bool mux_idle(const struct mux *m)
 static void serve_inline(struct mux *m, struct mux_req *req)
 {
 	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
+	uint64_t seq = m->tpm.next_seq;
+	const char *reason = NULL;
 	size_t rlen = 0;
 	bool want_probe;
+	bool gap;
 	int r;
 
 	r = inst_send(m->active, 0, req->cmd, req->len);
@@ -618,20 +627,26 @@ static void serve_inline(struct mux *m, struct mux_req *req)
 			       sizeof(m->rsp), &rlen);
 	}
 	if (r == 0)
-		r = run_after(m, req, rlen);
-	if (r == -EINPROGRESS || swap_reason(m, r, rlen)) {
+		seq_learn(m, tpmcmd_code(req->cmd, req->len), rlen);
+	/* keeping the gap away may take many commands: not here */
+	gap = m->tpm.next_seq != seq && m->tpm.next_seq > SPACE_GAP_RESAVE;
+	if (r != -EINPROGRESS)
+		reason = swap_reason(m, r, rlen);
+	if (r == -EINPROGRESS || reason || gap) {
 		pthread_mutex_lock(&m->lock);
 		m->handover = req;
 		m->handover_waiting = r == -EINPROGRESS;
 		m->handover_r = r;
 		m->handover_rlen = rlen;
 		m->handover_t0 = t0;
+		m->handover_reason = reason;
+		m->handover_gap = gap;
 		pthread_cond_broadcast(&m->cond);
 		pthread_mutex_unlock(&m->lock);
 		return;
 	}
 
-	want_probe = serve_end(m, req, r, rlen, t0);
+	want_probe = serve_end(m, req, r, rlen, t0, NULL);
 	req_free(req);
 	pthread_mutex_lock(&m->lock);
 	m->busy = false;
@@ -643,16 +658,20 @@ static void serve_inline(struct mux *m, struct mux_req *req)
 	pthread_mutex_unlock(&m->lock);
 }
 
-/* Finish a command a FUSE thread handed over.  Mux thread, busy. */
+/* Finish a command a FUSE thread handed over (the m->handover_* fields).  Mux thread, busy. */
 static void serve_handover(struct mux *m, struct mux_req *req, bool waiting, int r,
-			   size_t rlen, uint64_t t0)
+			   size_t rlen, uint64_t t0, const char *reason, bool gap)
 {
 	if (waiting) {
 		r = inst_await(m->active, -1, m->rsp, sizeof(m->rsp), &rlen);
 		if (r == 0)
 			r = run_after(m, req, rlen);
+		reason = swap_reason(m, r, rlen);
+	} else if (gap && r == 0 && !reason) {
+		r = gap_check(m);
+		reason = swap_reason(m, r, rlen);
 	}
-	if (serve_end(m, req, r, rlen, t0))
+	if (serve_end(m, req, r, rlen, t0, reason))
 		probe(m);
 }
 
@@ -687,10 +706,12 @@ static void *mux_main(void *arg)
 			int hr = m->handover_r;
 			size_t hlen = m->handover_rlen;
 			uint64_t t0 = m->handover_t0;
+			const char *why = m->handover_reason;
+			bool gap = m->handover_gap;
 
 			m->handover = NULL;
 			pthread_mutex_unlock(&m->lock);
-			serve_handover(m, h, waiting, hr, hlen, t0);
+			serve_handover(m, h, waiting, hr, hlen, t0, why, gap);
 			req_free(h);
 			pthread_mutex_lock(&m->lock);
 			m->busy = false;
@@ -754,13 +775,12 @@ int mux_start(struct mux *m, struct inst *active, struct meta *meta)
 }
 
 /*
- * Stop the mux thread; queued commands are dropped (their files released).
- * The active instance and its metadata go back to the caller.  Main thread.
+ * Stop the mux thread, after the command it runs; from now on mux_swap()
+ * answers -ESHUTDOWN and nothing calls the rotator.  Idempotent.  Main
+ * thread.
  */
-void mux_free(struct mux *m, struct inst **ret_active, struct meta *ret_meta)
+void mux_stop(struct mux *m)
 {
-	struct mux_req *req;
-
 	if (!m)
 		return;
 	pthread_mutex_lock(&m->lock);
@@ -769,6 +789,21 @@ void mux_free(struct mux *m, struct inst **ret_active, struct meta *ret_meta)
 	pthread_mutex_unlock(&m->lock);
 	if (m->started)
 		pthread_join(m->thread, NULL);
+	m->started = false;
+}
+
+/*
+ * Stop the mux thread (mux_stop()); queued commands are dropped (their
+ * files released).  The active instance and its metadata go back to the
+ * caller.  Main thread.
+ */
+void mux_free(struct mux *m, struct inst **ret_active, struct meta *ret_meta)
+{
+	struct mux_req *req;
+
+	if (!m)
+		return;
+	mux_stop(m);
 	clients_adopt(m);
 	while ((req = m->head)) {
 		m->head = req->next;

@@ -51,6 +51,7 @@ struct mux_rotator {
 
 int mux_new(const struct conf *c, const struct mux_rotator *rot, struct mux **ret);
 int mux_start(struct mux *m, struct inst *active, struct meta *meta);
+void mux_stop(struct mux *m);
 void mux_free(struct mux *m, struct inst **ret_active, struct meta *ret_meta);
 int mux_submit(struct mux *m, struct fusedev_file *f, const uint8_t *cmd, size_t len);
 int mux_client_open(struct mux *m, struct fusedev_file *f);
