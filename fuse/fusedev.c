@@ -68,8 +68,6 @@ struct fusedev_file {
 	size_t parked_size;
 	struct fuse_pollhandle *ph;	/* latest, owned */
 	uint32_t poll_events;		/* what the latest poll asked for */
-	bool in_write;			/* a write(2) is in submit: notify after it */
-	bool notify_due;
 	uint8_t rsp[FUSEDEV_BUF_SIZE];
 };
 
@@ -238,16 +236,13 @@ static struct fusedev_file *file_new(struct fusedev *d, enum fusedev_kind kind)
 /*
  * Wake whoever polls f for what it now reports, as the kernel's device
  * does at every change (an edge-triggered epoll asks again only after a
- * notification).  An answer made inside write(2) is notified once the
- * write has been answered, so that the client is not kept waiting for
- * it.  With f->lock held.
+ * notification).  An answer made inside write(2) is notified at once too,
+ * before the write is answered: then no poll of the client's is under
+ * way, which the notification would make the kernel send again.  With
+ * f->lock held.
  */
 static void file_notify(struct fusedev_file *f)
 {
-	if (f->in_write) {
-		f->notify_due = true;
-		return;
-	}
 	if (f->ph && !f->detached)
 		(void)fuse_lowlevel_notify_poll(f->ph);
 }
@@ -757,9 +752,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		return;
 	}
 
-	/* ours until the end: once the write is answered, a close may release f */
-	fusedev_file_get(f);
-
 	/* the kernel's order: E2BIG, then EBUSY, then EINVAL */
 	r = fusedev_framing_check(cmd, size);
 	if (r != -E2BIG) {
@@ -771,7 +763,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			/* like the kernel, a partly read response is dropped */
 			f->in_flight = true;
 			f->rsp_len = 0;
-			f->in_write = true;
 			atomic_fetch_add(&f->refs, 1);
 		}
 		pthread_mutex_unlock(&f->lock);
@@ -786,23 +777,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		fusedev_log(d, LOG_DEBUG, "fuse: write refused fd=%llu len=%zu err=\"%s\"",
 			    (unsigned long long)f->id, size, strerror(-r));
 		(void)fuse_reply_err(req, -r);
-	} else {
-		fusedev_log(d, LOG_DEBUG, "fuse: command fd=%llu len=%zu",
-			    (unsigned long long)f->id, size);
-		(void)fuse_reply_write(req, size);
+		return;
 	}
 
-	/* the write is answered: now the notification of an answer made meanwhile */
-	pthread_mutex_lock(&f->lock);
-	if (f->in_write) {
-		f->in_write = false;
-		if (f->notify_due) {
-			f->notify_due = false;
-			file_notify(f);
-		}
-	}
-	pthread_mutex_unlock(&f->lock);
-	fusedev_file_put(f);
+	fusedev_log(d, LOG_DEBUG, "fuse: command fd=%llu len=%zu",
+		    (unsigned long long)f->id, size);
+	(void)fuse_reply_write(req, size);
 }
 
 /*
