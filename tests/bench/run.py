@@ -689,8 +689,8 @@ def markdown(res):
                    f"{fmt_us(echo['median'])} |")
         out.append(f"| instance round trip alone: frame over the socketpair, libtpms, frame "
                    f"back (vtpmd-ipcbench) | {fmt_us(ipc['median'])} |")
-        out.append(f"| the rest: FUSE thread to multiplexer thread and back, poll "
-                   f"notification, second poll | {fmt_us(rest)} |")
+        out.append(f"| the rest: the daemon's own work (FUSE handlers, multiplexer) and "
+                   f"where the scheduler put the threads | {fmt_us(rest)} |")
         out.append(f"| total, raw tpm0 | {fmt_us(tpm0['median'])} |")
     pl = res.get("placement")
     if pl:
