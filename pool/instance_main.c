@@ -167,6 +167,12 @@ static int instance_manufacture(struct instance_args *a)
 		return instance_usage("--id takes 1 to 63 characters from A-Z a-z 0-9 . _ -");
 	/* a refill must not slow the instance that serves clients meanwhile */
 	(void)setpriority(PRIO_PROCESS, 0, 10);
+	/*
+	 * Die with the daemon: an orphan would go on writing into its .tmp
+	 * directory while the next start deletes it as half-made.
+	 */
+	if (instance_watch_parent() < 0)
+		return 1;
 
 	return manufacture_run(&a->mf) < 0 ? 1 : 0;
 }
