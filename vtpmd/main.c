@@ -97,6 +97,8 @@ static void usage(FILE *f)
 		"  -n       check the configuration, print it, and exit 0 or 1\n");
 }
 
+static void pool_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void pool_log(int prio, const char *fmt, ...)
 {
 	va_list ap;
