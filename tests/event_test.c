@@ -724,6 +724,7 @@ static int decode_with_str(const char *json, const char *path, const char *s)
 /* Every member of every object, recursively, as a dot path. */
 static void collect_paths(struct json_object *o, const char *prefix, char paths[][64], size_t *n)
 {
+	struct json_object_iterator it, end;
 	char path[64];
 	size_t i;
 
@@ -737,12 +738,18 @@ static void collect_paths(struct json_object *o, const char *prefix, char paths[
 	}
 	if (!json_object_is_type(o, json_type_object))
 		return;
-	json_object_object_foreach(o, key, v) {
+	/* The iterator, not json_object_object_foreach(): that macro is a
+	 * GNU statement expression, which clang warns about. */
+	it = json_object_iter_begin(o);
+	end = json_object_iter_end(o);
+	for (; !json_object_iter_equal(&it, &end); json_object_iter_next(&it)) {
+		const char *key = json_object_iter_peek_name(&it);
+
 		if (*n == 128)
 			return;
 		snprintf(paths[(*n)++], 64, "%s%s", prefix, key);
 		snprintf(path, sizeof(path), "%s%s.", prefix, key);
-		collect_paths(v, path, paths, n);
+		collect_paths(json_object_iter_peek_value(&it), path, paths, n);
 	}
 }
 
