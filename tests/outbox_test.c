@@ -24,6 +24,7 @@ FIXTURE(outbox) {
 	char dir[64];
 	char script[128];
 	struct conf *conf;
+	struct conf *conf2;	/* a second configuration, for outbox_set_conf() */
 	struct outbox *o;
 	struct meta new;
 	uint8_t tpm[34];
@@ -31,22 +32,34 @@ FIXTURE(outbox) {
 };
 
 /*
- * Two hooks, a (one retry) and b (many), running one script that logs
- * "<hook> <id> <phase>" and fails while <dir>/fail-<hook> exists.
+ * Into *c: of the two hooks a (one retry) and b (many), those named in
+ * hooks ("ab", "a", ""), running one script that logs "<hook> <id> <phase>"
+ * and fails while <dir>/fail-<hook> exists; then extra.
  */
-static void load_conf(struct harness_fx_outbox *self, const char *extra)
+static void load_conf_hooks(struct harness_fx_outbox *self, struct conf **c, const char *hooks,
+			    const char *extra)
 {
 	char buf[2048];
 	char err[CONF_ERR_MAX];
+	size_t n;
 
-	snprintf(buf, sizeof(buf),
-		 "[vtpmd]\nstate_dir = %s/state\nmountpoint = %s/mnt\n"
-		 "[hook.a]\nexec = %s a\nretries = 1\nretry_delay = 10ms\nretry_max_delay = 20ms\n"
-		 "[hook.b]\nexec = %s b\nretries = 50\nretry_delay = 10ms\nretry_max_delay = 20ms\n%s",
-		 self->dir, self->dir, self->script, self->script, extra ? extra : "");
-	conf_free(self->conf);
-	self->conf = NULL;
-	ASSERT_EQ(conf_load_buffer("t.conf", buf, strlen(buf), &self->conf, err, sizeof(err)), 0);
+	n = (size_t)snprintf(buf, sizeof(buf), "[vtpmd]\nstate_dir = %s/state\nmountpoint = %s/mnt\n",
+			     self->dir, self->dir);
+	for (; *hooks; hooks++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+				      "[hook.%c]\nexec = %s %c\nretries = %d\n"
+				      "retry_delay = 10ms\nretry_max_delay = 20ms\n",
+				      *hooks, self->script, *hooks, *hooks == 'a' ? 1 : 50);
+	snprintf(buf + n, sizeof(buf) - n, "%s", extra ? extra : "");
+	conf_free(*c);
+	*c = NULL;
+	ASSERT_EQ(conf_load_buffer("t.conf", buf, strlen(buf), c, err, sizeof(err)), 0);
+}
+
+/* Both hooks, a and b, then extra. */
+static void load_conf(struct harness_fx_outbox *self, const char *extra)
+{
+	load_conf_hooks(self, &self->conf, "ab", extra);
 }
 
 FIXTURE_SETUP(outbox)
@@ -79,6 +92,7 @@ FIXTURE_TEARDOWN(outbox)
 
 	outbox_free(self->o);
 	conf_free(self->conf);
+	conf_free(self->conf2);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", self->dir);
 	(void)system(cmd);
 }
@@ -232,6 +246,120 @@ TEST_F(outbox, failed_delivery_stays_on_disk_and_resumes_after_a_restart)
 	EXPECT_EQ(files_in_outbox(self), 0);
 	read_log(self, log, sizeof(log));
 	EXPECT_STREQ(log, "b " ID1 " commit|a " ID1 " commit");
+}
+
+/* Send the daemon's log (stderr) to <dir>/stderr. */
+static void capture_log(struct harness_fx_outbox *self)
+{
+	char path[96];
+
+	snprintf(path, sizeof(path), "%s/stderr", self->dir);
+	ASSERT_NE_NULL(freopen(path, "w", stderr));
+	setvbuf(stderr, NULL, _IONBF, 0);
+}
+
+/* How many lines of the captured log contain s. */
+static int log_lines(struct harness_fx_outbox *self, const char *s)
+{
+	char path[96];
+	char line[1024];
+	FILE *f;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/stderr", self->dir);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, s) != NULL;
+	fclose(f);
+	return n;
+}
+
+#define NO_SUCH_HOOK "outbox: delivery failed, no such hook"
+
+TEST_F(outbox, orphans_fail_at_open_without_any_hook)
+{
+	struct outbox_stats st;
+	uint64_t seq;
+
+	capture_log(self);
+	open_outbox(self, false);
+	seq = put(self, ID1, "commit", false);
+	ASSERT_NE(seq, 0);
+	close_outbox(self);
+
+	/* Restart with no hook at all: no delivery thread runs. */
+	load_conf_hooks(self, &self->conf, "", NULL);
+	open_outbox(self, true);
+	outbox_stats_get(self->o, &st);
+	EXPECT_EQ(st.pending, 0);
+	EXPECT_EQ(st.failed, 2);
+	ASSERT_EQ(st.n_items, 2);
+	EXPECT_STREQ(st.items[0].state, "failed");
+	EXPECT_STREQ(st.items[0].err, "hook is not configured");
+	EXPECT_EQ(outbox_wait(self->o, seq, 10000), -EIO);
+	EXPECT_EQ(log_lines(self, NO_SUCH_HOOK " hook=a id=" ID1 " phase=commit"), 1);
+	EXPECT_EQ(log_lines(self, NO_SUCH_HOOK " hook=b id=" ID1 " phase=commit"), 1);
+	/* They stay on disk, should the hooks come back. */
+	EXPECT_EQ(files_in_outbox(self), 2);
+
+	/* A reload that still has no hook fails them again, once each. */
+	load_conf_hooks(self, &self->conf2, "", NULL);
+	outbox_set_conf(self->o, self->conf2);
+	outbox_stats_get(self->o, &st);
+	EXPECT_EQ(st.pending, 0);
+	EXPECT_EQ(st.failed, 2);
+	EXPECT_EQ(log_lines(self, NO_SUCH_HOOK), 4);
+}
+
+TEST_F(outbox, orphans_of_a_removed_hook_fail_once_beside_a_remaining_one)
+{
+	struct outbox_stats st;
+	char log[1024];
+	uint64_t seq;
+
+	capture_log(self);
+	open_outbox(self, false);
+	seq = put(self, ID1, "commit", false);
+	ASSERT_NE(seq, 0);
+	close_outbox(self);
+
+	/* Restart with a only: b fails at open, before any thread runs. */
+	load_conf_hooks(self, &self->conf, "a", NULL);
+	open_outbox(self, false);
+	outbox_stats_get(self->o, &st);
+	EXPECT_EQ(st.pending, 1);
+	EXPECT_EQ(st.failed, 1);
+	ASSERT_EQ(outbox_start(self->o), 0);
+	EXPECT_EQ(outbox_wait(self->o, seq, 10000), -EIO);
+	read_log(self, log, sizeof(log));
+	EXPECT_STREQ(log, "a " ID1 " commit");
+	outbox_stats_get(self->o, &st);
+	EXPECT_EQ(st.pending, 0);
+	EXPECT_EQ(st.failed, 1);
+	ASSERT_EQ(st.n_items, 1);
+	EXPECT_STREQ(st.items[0].hook, "b");
+	EXPECT_STREQ(st.items[0].err, "hook is not configured");
+	EXPECT_EQ(log_lines(self, NO_SUCH_HOOK " hook=b id=" ID1 " phase=commit"), 1);
+
+	/* A reload without b: failed again at once, one more line. */
+	load_conf_hooks(self, &self->conf2, "a", NULL);
+	outbox_set_conf(self->o, self->conf2);
+	outbox_stats_get(self->o, &st);
+	EXPECT_EQ(st.pending, 0);
+	EXPECT_EQ(st.failed, 1);
+	EXPECT_EQ(log_lines(self, NO_SUCH_HOOK), 2);
+	EXPECT_EQ(log_lines(self, "hook=a"), 1);
+
+	/* b comes back: the delivery is retried and the record leaves. */
+	load_conf_hooks(self, &self->conf, "ab", NULL);
+	outbox_set_conf(self->o, self->conf);
+	EXPECT_EQ(outbox_wait(self->o, seq, 10000), 0);
+	read_log(self, log, sizeof(log));
+	EXPECT_STREQ(log, "a " ID1 " commit|b " ID1 " commit");
+	EXPECT_EQ(files_in_outbox(self), 0);
+	EXPECT_EQ(log_lines(self, NO_SUCH_HOOK), 2);
 }
 
 TEST_F(outbox, a_later_event_waits_for_the_earlier_one_of_the_same_hook)

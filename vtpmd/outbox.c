@@ -30,6 +30,9 @@
  *           atomically after each attempt
  * A .state without its .json is a leftover and removed.  A failed delivery
  * (retries exhausted) stays on disk; the next start and SIGHUP retry it.
+ * A delivery to a hook the configuration no longer has fails at once, when
+ * the outbox opens and at each new configuration, whether or not any
+ * delivery thread runs.
  */
 
 enum dlv_state {
@@ -624,7 +627,20 @@ static uint64_t backoff_ms(const struct conf_hook *h, unsigned attempts)
 	return delay / 2 + rnd % (delay / 2 + 1);
 }
 
-/* Record the outcome r of an attempt.  Under o->lock. */
+/* Delivery d of rec cannot happen: its hook is no longer configured.  Under o->lock. */
+static void dlv_fail_orphan(struct rec *rec, struct dlv *d)
+{
+	d->state = DLV_FAILED;
+	snprintf(d->err, sizeof(d->err), "hook is not configured");
+	log_err("outbox: delivery failed, no such hook hook=%s id=%s phase=%s", d->hook, rec->id,
+		rec->phase);
+}
+
+/*
+ * Record the outcome r of an attempt.  A new configuration may have
+ * dropped the hook during the attempt (h stays valid: old configurations
+ * are kept): then there is no retry.  Under o->lock.
+ */
 static void settle(struct outbox *o, const struct conf_hook *h, struct rec *rec, struct dlv *d,
 		   int r, const char *err, uint64_t elapsed)
 {
@@ -636,6 +652,8 @@ static void settle(struct outbox *o, const struct conf_hook *h, struct rec *rec,
 		d->state = DLV_DONE;
 		log_notice("outbox: delivered hook=%s id=%s phase=%s attempt=%u elapsed_ms=%" PRIu64,
 			   h->name, rec->id, rec->phase, d->attempts, elapsed);
+	} else if (!hook_find(o->conf, d->hook)) {
+		dlv_fail_orphan(rec, d);
 	} else if (d->attempts > h->retries) {
 		d->state = DLV_FAILED;
 		log_err("outbox: delivery failed, retries exhausted hook=%s id=%s phase=%s attempt=%u err=\"%s\"",
@@ -654,24 +672,32 @@ static void settle(struct outbox *o, const struct conf_hook *h, struct rec *rec,
 	pthread_cond_broadcast(&o->done);
 }
 
-/* Deliveries to hooks that are no longer configured cannot happen.  Under o->lock. */
+/*
+ * Fail the deliveries to hooks that are no longer configured.  Called
+ * whenever o->conf is set, since delivery threads serve only configured
+ * hooks and there may be none; one under way is left to settle().  Under
+ * o->lock.
+ */
 static void fail_orphans(struct outbox *o)
 {
 	struct rec *rec;
+	struct dlv *d;
+	bool changed;
 	size_t i;
 
 	for (rec = o->head; rec; rec = rec->next) {
+		changed = false;
 		for (i = 0; i < rec->n; i++) {
-			if (rec->d[i].state != DLV_PENDING || hook_find(o->conf, rec->d[i].hook))
+			d = &rec->d[i];
+			if (d->state != DLV_PENDING || d->busy || hook_find(o->conf, d->hook))
 				continue;
-			rec->d[i].state = DLV_FAILED;
-			snprintf(rec->d[i].err, sizeof(rec->d[i].err), "hook is not configured");
-			log_err("outbox: delivery failed, no such hook hook=%s id=%s phase=%s",
-				rec->d[i].hook, rec->id, rec->phase);
-			(void)rec_save(o, rec);
-			pthread_cond_broadcast(&o->done);
+			dlv_fail_orphan(rec, d);
+			changed = true;
 		}
+		if (changed)
+			(void)rec_save(o, rec);
 	}
+	pthread_cond_broadcast(&o->done);
 }
 
 static struct dlv *dlv_of(struct rec *rec, const char *hook)
@@ -732,7 +758,6 @@ static bool deliver_next(struct outbox *o, uint64_t *wake_ms)
 	uint64_t t0;
 	int r;
 
-	fail_orphans(o);
 	d = pick(o, &rec, wake_ms);
 	if (!d)
 		return false;
@@ -789,8 +814,8 @@ static int threads_grow(struct outbox *o, const struct conf *c)
 
 /*
  * New configuration after SIGHUP: deliveries use its hooks from now on,
- * and failed ones get their retries again.  c must outlive the outbox or
- * the next call.  Main thread.
+ * failed ones get their retries again, and those to hooks c does not have
+ * fail (again).  c must outlive the outbox or the next call.  Main thread.
  */
 void outbox_set_conf(struct outbox *o, const struct conf *c)
 {
@@ -810,6 +835,7 @@ void outbox_set_conf(struct outbox *o, const struct conf *c)
 			rec->d[i].next_ms = 0;
 		}
 	}
+	fail_orphans(o);
 	pthread_cond_broadcast(&o->wake);
 	pthread_mutex_unlock(&o->lock);
 }
@@ -858,8 +884,9 @@ static void outbox_recs_free(struct outbox *o)
 /*
  * Open the outbox under state_dir for configuration c (which must outlive
  * it or the next outbox_set_conf()): create the directory, initialise
- * libcurl, read back the records a previous run left.  Returns 0 or a
- * negative errno.  Main thread, at start.
+ * libcurl, read back the records a previous run left and fail their
+ * deliveries to hooks c does not have.  Returns 0 or a negative errno.
+ * Main thread, at start.
  */
 int outbox_new(const char *state_dir, const struct conf *c, struct outbox **ret)
 {
@@ -889,6 +916,9 @@ int outbox_new(const char *state_dir, const struct conf *c, struct outbox **ret)
 	pthread_cond_init(&o->wake, &attr);
 	pthread_cond_init(&o->done, &attr);
 	pthread_condattr_destroy(&attr);
+	pthread_mutex_lock(&o->lock);
+	fail_orphans(o);
+	pthread_mutex_unlock(&o->lock);
 	*ret = o;
 
 	return 0;
