@@ -143,6 +143,17 @@ static void refuses(struct vd *d, const char *want)
 	EXPECT_EQ(vd_sh("grep -q -- '%s' %s", want, d->log), 0);
 }
 
+/*
+ * vtpmd -n must refuse the same, at the line of the key, with want (a basic
+ * regular expression without single quotes) in its output.
+ */
+static void check_refuses(struct vd *d, const char *want)
+{
+	EXPECT_EQ(vd_sh("out=$('%s' -n -c '%s' 2>&1); rc=$?; echo \"$out\"; "
+			"[ $rc -eq 1 ] && echo \"$out\" | grep -q -- '^%s:[1-9][0-9]*: %s'",
+			getenv("VTPMD_BIN"), d->conf, d->conf, want), 0);
+}
+
 TEST_F_TIMEOUT(access, loose_state_dir_or_key_file_refuses_the_start, 180)
 {
 	char key[400];
@@ -158,6 +169,7 @@ TEST_F_TIMEOUT(access, loose_state_dir_or_key_file_refuses_the_start, 180)
 
 	ASSERT_EQ(chmod(self->d.state, 0750), 0);
 	refuses(&self->d, "state directory is readable by others, refusing to start");
+	check_refuses(&self->d, "state_dir .* is open to others (mode 0750, want 0700)");
 	ASSERT_EQ(chmod(self->d.state, 0700), 0);
 	ASSERT_EQ(chmod(key, 0640), 0);
 	refuses(&self->d, "key file is open to others, refusing to start path=.*ca.key mode=0640");
@@ -172,12 +184,15 @@ TEST_F_TIMEOUT(access, configured_ca_missing_or_loose_refuses_the_start, 120)
 	ASSERT_EQ(vd_write_conf(&self->d, "ca_cert = /nonexistent/ca.pem\n"
 				"ca_key = /nonexistent/ca.key\n", NULL), 0);
 	refuses(&self->d, "cannot read the configured CA certificate path=/nonexistent/ca.pem");
+	check_refuses(&self->d, "ca_cert ./nonexistent/ca.pem.: No such file or directory");
 	ASSERT_EQ(vd_sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
 			"-nodes -subj /CN=test-ca -days 30 -keyout ca.key -out ca.pem 2>/dev/null && "
 			"chmod 0644 ca.key", self->d.dir), 0);
 	ASSERT_EQ(vd_sh("sed -i 's|/nonexistent|%s|' %s", self->d.dir, self->d.conf), 0);
 	refuses(&self->d, "key file is open to others, refusing to start");
+	check_refuses(&self->d, "ca_key .*/ca.key. is open to others (mode 0644, want 0600)");
 	ASSERT_EQ(vd_sh("chmod 0600 %s/ca.key", self->d.dir), 0);
+	EXPECT_EQ(vd_sh("'%s' -n -c '%s' >/dev/null", getenv("VTPMD_BIN"), self->d.conf), 0);
 	ASSERT_EQ(vd_start(&self->d), 0);
 	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
 }

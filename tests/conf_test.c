@@ -551,6 +551,49 @@ TEST_F(conf, hook_defaults)
 	EXPECT_EQ(self->c->hooks[0].timeout_ms, 30000);
 }
 
+TEST_F(conf, webhook_urls)
+{
+	static const struct {
+		const char *url;
+		const char *kept;	/* NULL: refused with why */
+		const char *why;
+	} cases[] = {
+		{ "https://h", "https://h", NULL },
+		{ "https://h:8443/a/", "https://h:8443/a", NULL },
+		{ "https://[::1]:65535/x?y=1", "https://[::1]:65535/x?y=1", NULL },
+		{ "HTTPS://H/", "HTTPS://H", NULL },
+		{ "http://h/", NULL, "'http://h/' is not an https:// URL" },
+		{ "https:///x", NULL, "invalid URL: No host part in the URL" },
+		{ "https://?x", NULL, "invalid URL: No host part in the URL" },
+		{ "https://h:99999/x", NULL,
+		  "invalid URL: Port number was not a decimal number between 0 and 65535" },
+		{ "https://h:65536/", NULL,
+		  "invalid URL: Port number was not a decimal number between 0 and 65535" },
+		{ "https://h:0/", NULL, "invalid URL: port 0" },
+		{ "https://h:x/", NULL,
+		  "invalid URL: Port number was not a decimal number between 0 and 65535" },
+		{ "https://u:p@h/", NULL,
+		  "invalid URL: user info is not allowed (use token_file or tls_cert)" },
+		{ "https://h/#f", NULL, "invalid URL: a fragment is not allowed" },
+		{ "https://h/a b", NULL, "invalid URL (no spaces or quotes; at most 2047 bytes)" },
+		{ "https://h%00/", NULL, "invalid URL: Bad hostname" },
+	};
+	char text[512];
+	char want[512];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		snprintf(text, sizeof(text), MIN_CONF "[hook.w]\nurl = %s\n", cases[i].url);
+		if (cases[i].kept) {
+			LOAD_OK(text);
+			EXPECT_STREQ(self->c->hooks[0].url, cases[i].kept);
+			continue;
+		}
+		snprintf(want, sizeof(want), "t.conf:%d: url: %s", HOOK_LINE + 1, cases[i].why);
+		LOAD_ERR(text, want);
+	}
+}
+
 TEST_F(conf, hook_phases)
 {
 	LOAD_OK(MIN_CONF "[hook.a]\nexec = /bin/true\nphase = prepare\n"

@@ -693,7 +693,10 @@ TEST_F_TIMEOUT(enroll, webhook_timeout_fails_for_good_and_shows_in_status, 60)
 	EXPECT_EQ(vd_sh("[ -z \"$(ls '%s/outbox')\" ]", self->d.state), 0);
 }
 
-/* vtpmd -n on a config with one bad hook: exit 1 and a message naming the problem. */
+/*
+ * vtpmd -n on a config with one bad hook: exit 1 and a message naming the
+ * problem (want: a basic regular expression without single quotes).
+ */
 static int check_conf(struct vd *d, const char *hook, const char *want)
 {
 	FILE *f = fopen(d->conf, "w");
@@ -705,7 +708,7 @@ static int check_conf(struct vd *d, const char *hook, const char *want)
 	fclose(f);
 
 	return vd_sh("out=$('%s' -n -c '%s' 2>&1); rc=$?; echo \"$out\"; "
-		     "[ $rc -eq 1 ] && echo \"$out\" | grep -qF -- '%s'",
+		     "[ $rc -eq 1 ] && echo \"$out\" | grep -q -- '%s'",
 		     getenv("VTPMD_BIN"), d->conf, want);
 }
 
@@ -713,6 +716,7 @@ TEST_F(enroll, config_check_refuses_bad_hooks)
 {
 	char hook[1024];
 	char token[400];
+	char want[600];
 
 	snprintf(token, sizeof(token), "%s/token", self->pki);
 	ASSERT_EQ(vd_sh("printf 'abc\\n' > '%s' && chmod 644 '%s'", token, token), 0);
@@ -751,6 +755,15 @@ TEST_F(enroll, config_check_refuses_bad_hooks)
 			"&& ! echo \"$out\" | grep -q s3cret", getenv("VTPMD_BIN"), self->d.conf), 0);
 	EXPECT_EQ(check_conf(&self->d, "url = https://h/\nretry_delay = 5s\nretry_max_delay = 1s",
 			     "retry_max_delay must not be shorter"), 0);
+	/* programs: at the key's line, the first problem only */
+	snprintf(want, sizeof(want), "%s:7: exec ./nonexistent/prog.: No such file", self->d.conf);
+	EXPECT_EQ(check_conf(&self->d, "phase = commit\nexec = /nonexistent/prog", want), 0);
+	snprintf(want, sizeof(want), "%s:6: exec ./tmp. is not a regular file", self->d.conf);
+	EXPECT_EQ(check_conf(&self->d, "exec = /tmp", want), 0);
+	snprintf(want, sizeof(want), "%s:10: agent_restart ./nonexistent/restart.: No such file",
+		 self->d.conf);
+	EXPECT_EQ(check_conf(&self->d, "type = keylime\nverifier = https://v\nregistrar = https://r\n"
+			     "agent_uuid = a\nagent_restart = /nonexistent/restart", want), 0);
 }
 
 TEST_HARNESS_MAIN

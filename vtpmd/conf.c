@@ -14,6 +14,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <ini.h>
 #include <json-c/json.h>
 
@@ -406,33 +407,75 @@ static int parse_number(const struct conf_key *k, const char *v, uint64_t *ret_u
 	return -ERANGE;
 }
 
+/* Whether part is absent from the parsed URL u. */
+static bool url_lacks(CURLU *u, CURLUPart part)
+{
+	char *p = NULL;
+	CURLUcode uc;
+
+	uc = curl_url_get(u, part, &p, 0);
+	curl_free(p);
+
+	return uc != CURLUE_OK;
+}
+
 /*
- * An https URL with a host and no user info, fragment, spaces or control
- * characters; one trailing '/' is dropped so that paths can be appended.
- * Plain http is refused: no key allows it.
+ * An https URL with a host and no user info or fragment, as libcurl
+ * parses it (so a port out of range is an error here, not at the first
+ * delivery), and without spaces, quotes or control characters; one
+ * trailing '/' is dropped so that paths can be appended.  Plain http is
+ * refused: no key allows it.
  */
 static int parse_url(const char *v, char **field, char *why, size_t n)
 {
 	const char *host = v + strlen("https://");
 	size_t len = strlen(v);
-	size_t hlen;
+	char *port = NULL;
+	bool bad = true;
+	CURLUcode uc;
+	CURLU *u;
 	char *s;
 
 	if (strncasecmp(v, "https://", 8) != 0) {
 		snprintf(why, n, "'%.64s' is not an https:// URL", v);
 		return -EINVAL;
 	}
-	hlen = strcspn(host, "/?");
-	if (len >= CONF_URL_MAX || hlen == 0 || memchr(host, '@', hlen) || strchr(v, '#') ||
-	    strpbrk(v, " \t\"<>\\^`{|}")) {
-		snprintf(why, n, "invalid URL (no host, user info, fragment, spaces or quotes; at most %d bytes)",
+	if (len >= CONF_URL_MAX || strpbrk(v, " \t\"<>\\^`{|}")) {
+		snprintf(why, n, "invalid URL (no spaces or quotes; at most %d bytes)",
 			 CONF_URL_MAX - 1);
 		return -EINVAL;
 	}
+	u = curl_url();
+	if (!u)
+		return -ENOMEM;
+	uc = curl_url_set(u, CURLUPART_URL, v, 0);
+	if (uc == CURLUE_OUT_OF_MEMORY) {
+		curl_url_cleanup(u);
+		return -ENOMEM;
+	}
+	if (uc == CURLUE_OK && (strcspn(host, "/?") == 0 || url_lacks(u, CURLUPART_HOST)))
+		uc = CURLUE_NO_HOST;	/* libcurl 7.88 takes "https:///x" as host x */
+	if (uc == CURLUE_OK)
+		(void)curl_url_get(u, CURLUPART_PORT, &port, 0);
+	if (uc != CURLUE_OK)
+		snprintf(why, n, "invalid URL: %s", curl_url_strerror(uc));
+	else if (port && strtoul(port, NULL, 10) == 0)
+		snprintf(why, n, "invalid URL: port 0");
+	else if (!url_lacks(u, CURLUPART_USER) || !url_lacks(u, CURLUPART_PASSWORD))
+		snprintf(why, n, "invalid URL: user info is not allowed (use token_file or tls_cert)");
+	else if (!url_lacks(u, CURLUPART_FRAGMENT) || strchr(v, '#'))
+		snprintf(why, n, "invalid URL: a fragment is not allowed");
+	else
+		bad = false;
+	curl_free(port);
+	curl_url_cleanup(u);
+	if (bad)
+		return -EINVAL;
+
 	s = strdup(v);
 	if (!s)
 		return -ENOMEM;
-	if (len > 8 + hlen && s[len - 1] == '/')
+	if (len > 8 + strcspn(host, "/?") && s[len - 1] == '/')
 		s[len - 1] = '\0';
 	free(*field);
 	*field = s;
@@ -1350,6 +1393,8 @@ static int section_close(struct conf_ctx *ctx)
 
 	if (ctx->sec != CONF_SECTION_HOOK)
 		return 0;
+	h->exec_line = ctx->seen->key[key_index(CONF_SECTION_HOOK, "exec")];
+	h->restart_line = ctx->seen->key[key_index(CONF_SECTION_HOOK, "agent_restart")];
 	r = hook_check_type(ctx, h);
 	if (r == 0 && h->type == CONF_HOOK_KEYLIME)
 		r = hook_check_keylime(ctx, h);
@@ -1698,6 +1743,9 @@ static int check_cross(struct conf_ctx *ctx)
 	if (c->ca_cert && strcmp(c->ca_cert, c->ca_key) == 0)
 		return conf_error(ctx, -EINVAL, key_line(ctx, CONF_SEC_POOL, "ca_key"),
 				  "ca_key must differ from ca_cert");
+	ctx->conf->state_dir_line = key_line(ctx, CONF_SEC_VTPMD, "state_dir");
+	ctx->conf->ca_cert_line = key_line(ctx, CONF_SEC_POOL, "ca_cert");
+	ctx->conf->ca_key_line = key_line(ctx, CONF_SEC_POOL, "ca_key");
 
 	return 0;
 }

@@ -55,6 +55,8 @@ struct conf_hook {
 	char *api_version;	/* of the verifier and registrar REST API, "2.6" */
 	char *agent_uuid;
 	char **restart_argv;	/* agent_restart, NULL-terminated */
+	unsigned exec_line;	/* where exec and agent_restart were set (0: not), */
+	unsigned restart_line;	/* for vtpmd -n's file checks */
 	char *agent_ip;		/* when the registrar record has none */
 	unsigned agent_port;
 	char *supported_version; /* the agent's API version sent on re-add */
@@ -69,6 +71,7 @@ struct conf_hook {
 struct conf {
 	/* [vtpmd] */
 	char *state_dir;
+	unsigned state_dir_line;	/* for vtpmd -n's file checks */
 	char *mountpoint;
 	int log_level;		/* syslog priority: LOG_ERR .. LOG_DEBUG */
 	bool allow_other;
@@ -85,6 +88,8 @@ struct conf {
 	unsigned workers;	/* parallel manufacturing jobs; 0 = cores */
 	char *ca_cert;		/* NULL: vtpmd's own CA under state_dir */
 	char *ca_key;
+	unsigned ca_cert_line;	/* where ca_cert and ca_key were set (0: not), */
+	unsigned ca_key_line;	/* for vtpmd -n's file checks */
 	uint64_t command_timeout_ms;	/* an instance that takes longer is hung */
 
 	/* [rotate] */

@@ -50,41 +50,88 @@ static struct daemon d = { .lock_fd = -1 };
 /* Write end of the pipe to the waiting parent until start-up is over. */
 static int ready_fd = -1;
 
-static int check_access(const char *conf_path, const char *what, const char *path, int mode)
-{
-	if (access(path, mode) == 0)
-		return 0;
-	fprintf(stderr, "%s: %s: %s: %s\n", conf_path, what, path, strerror(errno));
+/* One problem found by vtpmd -n, at the line of the key it comes from. */
+static int check_fail(const char *conf_path, unsigned line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
-	return -errno;
+static int check_fail(const char *conf_path, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s:%u: ", conf_path, line);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+
+	return -EINVAL;
+}
+
+/* A file the configuration names: a regular file that mode allows. */
+static int check_file(const char *conf_path, unsigned line, const char *what, const char *path,
+		      int mode)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0 || access(path, mode) < 0)
+		return check_fail(conf_path, line, "%s '%s': %s", what, path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return check_fail(conf_path, line, "%s '%s' is not a regular file", what, path);
+
+	return 0;
 }
 
 /*
- * vtpmd -n: beyond the syntax, the files the configuration names must be
- * usable (CA files readable, hook programs executable), so that a broken
- * setup fails the check rather than the first rotation.
+ * vtpmd -n: beyond the syntax, what the start would refuse (a state
+ * directory open to others, a CA key open to others) and the files the
+ * configuration names (CA files readable, hook programs executable), so
+ * that a broken setup fails the check rather than the start or the first
+ * rotation.  Stops at the first problem, like the syntax check.
  */
 static int check_files(const struct conf *c, const char *conf_path)
 {
-	char what[64];
+	struct stat st;
 	size_t i;
-	int r = 0;
+	int r;
 
-	if (c->ca_cert && check_access(conf_path, "ca_cert", c->ca_cert, R_OK) < 0)
-		r = -EINVAL;
-	if (c->ca_key && check_access(conf_path, "ca_key", c->ca_key, R_OK) < 0)
-		r = -EINVAL;
+	if (stat(c->state_dir, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			return check_fail(conf_path, c->state_dir_line,
+					  "state_dir '%s' is not a directory", c->state_dir);
+		if (st.st_mode & 0077)
+			return check_fail(conf_path, c->state_dir_line,
+					  "state_dir '%s' is open to others (mode %04o, want 0700)",
+					  c->state_dir, st.st_mode & 07777);
+	}
+	if (c->ca_cert) {
+		r = check_file(conf_path, c->ca_cert_line, "ca_cert", c->ca_cert, R_OK);
+		if (r < 0)
+			return r;
+		r = check_file(conf_path, c->ca_key_line, "ca_key", c->ca_key, R_OK);
+		if (r < 0)
+			return r;
+		if (stat(c->ca_key, &st) == 0 && (st.st_mode & 0177))
+			return check_fail(conf_path, c->ca_key_line,
+					  "ca_key '%s' is open to others (mode %04o, want 0600)",
+					  c->ca_key, st.st_mode & 07777);
+	}
 	for (i = 0; i < c->n_hooks; i++) {
 		const struct conf_hook *h = &c->hooks[i];
 
-		if (!h->argv || !h->argv[0])
-			continue;
-		snprintf(what, sizeof(what), "[hook.%s] exec", h->name);
-		if (check_access(conf_path, what, h->argv[0], X_OK) < 0)
-			r = -EINVAL;
+		if (h->argv && h->argv[0]) {
+			r = check_file(conf_path, h->exec_line, "exec", h->argv[0], X_OK);
+			if (r < 0)
+				return r;
+		}
+		if (h->restart_argv && h->restart_argv[0]) {
+			r = check_file(conf_path, h->restart_line, "agent_restart",
+				       h->restart_argv[0], X_OK);
+			if (r < 0)
+				return r;
+		}
 	}
 
-	return r;
+	return 0;
 }
 
 static void usage(FILE *f)
