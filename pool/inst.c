@@ -28,6 +28,10 @@
 
 extern char **environ;
 
+/* Where instance processes spawned from now on log; see inst_set_log(). */
+static bool inst_log_syslog;
+static int inst_log_level = 6;	/* LOG_INFO */
+
 struct inst {
 	pid_t pid;		/* the instance process, 0 if it was never spawned */
 	int fd;			/* our end of the socketpair; -1 once broken */
@@ -37,6 +41,26 @@ struct inst {
 	int cpu;		/* the one CPU it may run on, -1 for any */
 	uint8_t buf[IPC_PAYLOAD_MAX];	/* frames received */
 };
+
+/*
+ * Instances spawned from now on log to syslog or to stderr (inherited),
+ * dropping lines above level (a syslog priority, 0-7), like the daemon.
+ * Any thread.
+ */
+void inst_set_log(bool to_syslog, int level)
+{
+	__atomic_store_n(&inst_log_syslog, to_syslog, __ATOMIC_RELAXED);
+	__atomic_store_n(&inst_log_level, level < 0 ? 0 : level > 7 ? 7 : level, __ATOMIC_RELAXED);
+}
+
+/* The --log and --log-level arguments of an instance, level in buf. */
+static const char *inst_log_args(char buf[2])
+{
+	buf[0] = (char)('0' + __atomic_load_n(&inst_log_level, __ATOMIC_RELAXED));
+	buf[1] = '\0';
+
+	return __atomic_load_n(&inst_log_syslog, __ATOMIC_RELAXED) ? "syslog" : "stderr";
+}
 
 /*
  * Spawn helper with argv and the given file actions, with a clean signal
@@ -130,11 +154,14 @@ int inst_manufacture(const char *helper, const char *dir, const char *id,
 	const char *ak = meta_alg_name(p->ak_alg);
 	posix_spawn_file_actions_t fa;
 	char ak_handle[16];
+	char level[2];
+	const char *log = inst_log_args(level);
 	char eks[32];
 	char *const argv[] = {
 		(char *)helper, "manufacture", "--dir", (char *)dir, "--id", (char *)id,
 		"--ek", eks, "--ak", (char *)ak, "--ak-handle", ak_handle,
-		"--ca-cert", (char *)p->ca_cert, "--ca-key", (char *)p->ca_key, NULL,
+		"--ca-cert", (char *)p->ca_cert, "--ca-key", (char *)p->ca_key,
+		"--log", (char *)log, "--log-level", level, NULL,
 	};
 	pid_t pid;
 	int status;
@@ -166,9 +193,11 @@ static int inst_spawn_serve(const char *helper, const char *dir, bool with_volat
 			    pid_t *ret_pid)
 {
 	posix_spawn_file_actions_t fa;
+	char level[2];
+	const char *log = inst_log_args(level);
 	char *const argv[] = {
-		(char *)helper, "serve", "--dir", (char *)dir,
-		with_volatile ? "--volatile" : NULL, NULL,
+		(char *)helper, "serve", "--dir", (char *)dir, "--log", (char *)log,
+		"--log-level", level, with_volatile ? "--volatile" : NULL, NULL,
 	};
 	int r;
 

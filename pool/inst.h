@@ -29,6 +29,7 @@ struct inst_manufacture_params {
 	const char *ca_key;
 };
 
+void inst_set_log(bool to_syslog, int level);
 int inst_manufacture(const char *helper, const char *dir, const char *id,
 		     const struct inst_manufacture_params *p);
 int inst_start(const char *helper, const char *dir, bool with_volatile,

@@ -7,7 +7,9 @@
  *       --ca-cert PEM --ca-key PEM
  *   vtpmd-instance serve --dir DIR [--volatile]     (socket at fd 3)
  *
- * Exit status 0 on success, 1 on failure (one line on stderr says why).
+ * Both take --log stderr|syslog and --log-level 0-7 (a syslog priority),
+ * from the daemon's own logging.  Exit status 0 on success, 1 on failure
+ * (one log line says why).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ilog.h"
 #include "manufacture.h"
 #include "meta.h"
 #include "worker.h"
@@ -38,6 +41,8 @@ enum {
 	OPT_CA_CERT,
 	OPT_CA_KEY,
 	OPT_VOLATILE,
+	OPT_LOG,
+	OPT_LOG_LEVEL,
 };
 
 static const struct option instance_options[] = {
@@ -49,12 +54,17 @@ static const struct option instance_options[] = {
 	{ "ca-cert", required_argument, NULL, OPT_CA_CERT },
 	{ "ca-key", required_argument, NULL, OPT_CA_KEY },
 	{ "volatile", no_argument, NULL, OPT_VOLATILE },
+	{ "log", required_argument, NULL, OPT_LOG },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ 0 },
 };
 
 struct instance_args {
 	struct manufacture_opts mf;
 	bool with_volatile;
+	bool log_syslog;
+	int log_level;
+	char log_tag[96];	/* "worker[ID]" or "manufacture[ID]" */
 };
 
 /* The daemon's pid, for the parent-death signal handler. */
@@ -87,7 +97,8 @@ static int instance_usage(const char *why)
 	fprintf(stderr, "vtpmd-instance: %s\n"
 		"usage: vtpmd-instance manufacture --dir DIR --id ID [--ek rsa2048,ecc-p256] "
 		"[--ak ecc-p256|rsa2048|none] [--ak-handle 0x81xxxxxx] --ca-cert PEM --ca-key PEM\n"
-		"       vtpmd-instance serve --dir DIR [--volatile]\n", why);
+		"       vtpmd-instance serve --dir DIR [--volatile]\n"
+		"       both: [--log stderr|syslog] [--log-level 0-7]\n", why);
 
 	return 1;
 }
@@ -154,6 +165,16 @@ static int instance_parse_opt(int c, const char *v, struct instance_args *a)
 	case OPT_VOLATILE:
 		a->with_volatile = true;
 		return 0;
+	case OPT_LOG:
+		if (strcmp(v, "syslog") != 0 && strcmp(v, "stderr") != 0)
+			return -EINVAL;
+		a->log_syslog = strcmp(v, "syslog") == 0;
+		return 0;
+	case OPT_LOG_LEVEL:
+		if (v[0] < '0' || v[0] > '7' || v[1])
+			return -EINVAL;
+		a->log_level = v[0] - '0';
+		return 0;
 	default:
 		return -EINVAL;
 	}
@@ -165,6 +186,8 @@ static int instance_manufacture(struct instance_args *a)
 		return instance_usage("manufacture needs --dir, --id, --ca-cert and --ca-key");
 	if (!meta_id_is_valid(a->mf.id))
 		return instance_usage("--id takes 1 to 63 characters from A-Z a-z 0-9 . _ -");
+	(void)snprintf(a->log_tag, sizeof(a->log_tag), "manufacture[%s]", a->mf.id);
+	ilog_open(a->log_tag, a->log_syslog, a->log_level);
 	/* a refill must not slow the instance that serves clients meanwhile */
 	(void)setpriority(PRIO_PROCESS, 0, 10);
 	/*
@@ -179,12 +202,17 @@ static int instance_manufacture(struct instance_args *a)
 
 static int instance_serve(struct instance_args *a)
 {
+	const char *base;
 	struct stat st;
 
 	if (!a->mf.dir || a->mf.id || a->mf.ca_cert || a->mf.ca_key)
 		return instance_usage("serve takes --dir and --volatile only");
 	if (fstat(INSTANCE_FD, &st) < 0 || !S_ISSOCK(st.st_mode))
 		return instance_usage("serve needs the daemon's socket at fd 3");
+	base = strrchr(a->mf.dir, '/');
+	(void)snprintf(a->log_tag, sizeof(a->log_tag), "worker[%.63s]",
+		       base && base[1] ? base + 1 : a->mf.dir);
+	ilog_open(a->log_tag, a->log_syslog, a->log_level);
 
 	/* Die with the daemon; its end of the socket closing also ends us. */
 	if (instance_watch_parent() < 0)
@@ -207,6 +235,7 @@ int main(int argc, char **argv)
 			.ak_alg = META_ALG_ECC_P256,
 			.ak_handle = INSTANCE_AK_HANDLE,
 		},
+		.log_level = LOG_INFO,
 	};
 	const char *mode;
 	int c;

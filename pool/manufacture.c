@@ -18,6 +18,7 @@
 
 #include "ca.h"
 #include "fileio.h"
+#include "ilog.h"
 #include "internal.h"
 #include "tcti.h"
 
@@ -67,15 +68,14 @@ struct mf {
 
 static int mf_tpm_fail(const char *step, TSS2_RC rc)
 {
-	fprintf(stderr, "manufacture: %s failed rc=0x%" PRIx32 " (%s)\n", step, rc,
-		Tss2_RC_Decode(rc));
+	ilog(LOG_ERR, "%s failed rc=0x%" PRIx32 " (%s)", step, rc, Tss2_RC_Decode(rc));
 
 	return -EIO;
 }
 
 static int mf_fail(const char *step, int r)
 {
-	fprintf(stderr, "manufacture: %s failed err=\"%s\"\n", step, strerror(-r));
+	ilog(LOG_ERR, "%s failed err=\"%s\"", step, strerror(-r));
 
 	return r;
 }

@@ -12,6 +12,7 @@
 #include <libtpms/tpm_nvfilename.h>
 
 #include "fileio.h"
+#include "ilog.h"
 #include "internal.h"
 
 /* Largest state blob libtpms may hand us or load back. */
@@ -23,7 +24,6 @@
  * the instance process outside its main.  Set once by nvstore_register().
  */
 static const char *nvstore_dir;
-static const char *nvstore_id;		/* for log lines: the directory's base name */
 static uint8_t nvstore_locality;
 static bool nvstore_deferred;		/* keep stores in memory, see nvstore_defer() */
 static uint8_t *nvstore_pending;	/* latest permanent state while deferred */
@@ -70,8 +70,7 @@ static TPM_RESULT nvstore_loaddata(unsigned char **data, uint32_t *length,
 	if (r == -ENOENT)
 		return TPM_RETRY;
 	if (r < 0) {
-		fprintf(stderr, "worker[%s]: nv load failed path=%s err=\"%s\"\n", nvstore_id, file,
-			strerror(-r));
+		ilog(LOG_ERR, "nv load failed path=%s err=\"%s\"", file, strerror(-r));
 		return TPM_FAIL;
 	}
 
@@ -102,8 +101,7 @@ static TPM_RESULT nvstore_storedata(const unsigned char *data, uint32_t length,
 	}
 	r = fileio_write_atomic(nvstore_dir, file, data, length);
 	if (r < 0) {
-		fprintf(stderr, "worker[%s]: nv store failed path=%s err=\"%s\"\n", nvstore_id, file,
-			strerror(-r));
+		ilog(LOG_ERR, "nv store failed path=%s err=\"%s\"", file, strerror(-r));
 		return TPM_FAIL;
 	}
 
@@ -161,7 +159,6 @@ int nvstore_register(const char *dir)
 	};
 
 	nvstore_dir = dir;
-	nvstore_id = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
 	if (TPMLIB_RegisterCallbacks(&cbs) != TPM_SUCCESS)
 		return -EIO;
 

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <libgen.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 
 #include "engine.h"
 #include "fileio.h"
+#include "ilog.h"
 #include "internal.h"
 #include "ipc.h"
 #include "manufacture.h"
@@ -28,20 +28,6 @@ struct worker {
 	uint8_t rsp[4096];
 };
 
-static void worker_log(const struct worker *w, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void worker_log(const struct worker *w, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	(void)vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "worker[%s]: %s\n", w->id, line);
-}
-
 static int worker_reply(struct worker *w, int status, uint32_t rc)
 {
 	struct ipc_status st = { .status = status, .rc = rc };
@@ -58,7 +44,7 @@ static int worker_load(struct worker *w, bool with_volatile)
 	if (with_volatile) {
 		r = fileio_read(w->dir, POOL_FILE_VOLATILE, WORKER_VOLATILE_MAX, &vol, &vol_len);
 		if (r < 0) {
-			worker_log(w, "load volatile failed err=\"%s\"", strerror(-r));
+			ilog(LOG_ERR, "load volatile failed err=\"%s\"", strerror(-r));
 			return r;
 		}
 	}
@@ -66,7 +52,7 @@ static int worker_load(struct worker *w, bool with_volatile)
 	r = engine_start(w->dir, vol, vol_len, false, &w->engine);
 	free(vol);
 	if (r < 0) {
-		worker_log(w, "load state failed err=\"%s\"", strerror(-r));
+		ilog(LOG_ERR, "load state failed err=\"%s\"", strerror(-r));
 		return r;
 	}
 	w->started = with_volatile;
@@ -81,7 +67,7 @@ static int worker_self_test(struct worker *w, uint32_t *ret_rc)
 
 	r = manufacture_self_test(w->engine, ret_rc);
 	if (r < 0)
-		worker_log(w, "self test failed rc=0x%x err=\"%s\"", *ret_rc, strerror(-r));
+		ilog(LOG_ERR, "self test failed rc=0x%x err=\"%s\"", *ret_rc, strerror(-r));
 
 	return r;
 }
@@ -112,7 +98,7 @@ static int worker_startup(struct worker *w)
 		w->started = true;
 		r = worker_self_test(w, &rc);
 	} else {
-		worker_log(w, "startup failed rc=0x%x err=\"%s\"", rc, strerror(-r));
+		ilog(LOG_ERR, "startup failed rc=0x%x err=\"%s\"", rc, strerror(-r));
 	}
 
 	return worker_reply(w, r, rc);
@@ -163,12 +149,12 @@ static int worker_loop(struct worker *w)
 			return 0;
 		if (r == -EBADMSG || r == -EMSGSIZE) {
 			/* Fatal, but the parent hears why first. */
-			worker_log(w, "bad frame err=\"%s\"", strerror(-r));
+			ilog(LOG_ERR, "bad frame err=\"%s\"", strerror(-r));
 			(void)worker_reply(w, r, 0);
 			return r;
 		}
 		if (r < 0) {
-			worker_log(w, "ipc failed err=\"%s\"", strerror(-r));
+			ilog(LOG_ERR, "ipc failed err=\"%s\"", strerror(-r));
 			return r;
 		}
 	}
@@ -206,7 +192,7 @@ int worker_serve(const char *dir, bool with_volatile, int fd)
 	ready.status = r;
 	ready.flags = w->started ? IPC_READY_STARTED : 0;
 	if (ipc_send_status(fd, IPC_READY, &ready) == 0 && r == 0) {
-		worker_log(w, "serving %s pid=%ld", w->started ? "resumed" : "unstarted",
+		ilog(LOG_INFO, "serving %s pid=%ld", w->started ? "resumed" : "unstarted",
 			   (long)getpid());
 		r = worker_loop(w);
 	}

@@ -81,6 +81,25 @@ TEST_F_TIMEOUT(daemon, raw_getrandom_answers, 60)
 	close(fd);
 }
 
+/*
+ * Instance processes log in the daemon's format and at its level (in the
+ * background, both go to syslog).
+ */
+TEST_F_TIMEOUT(daemon, instance_lines_share_the_daemon_log_format, 120)
+{
+	static const char line[] = "^[0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{3} info "
+				   "worker\\[[0-9a-f]+-[0-9a-f]+\\]: serving (resumed|unstarted) pid=[0-9]+$";
+
+	start(&self->d, NULL, NULL);
+	EXPECT_EQ(vd_sh("grep -Eq '%s' '%s'", line, self->d.log), 0);
+	ASSERT_EQ(vd_stop(&self->d, SIGTERM), 0);
+	ASSERT_EQ(vd_sh("sed -i 's/^log_level = debug$/log_level = warn/' '%s' && : > '%s'",
+			self->d.conf, self->d.log), 0);
+	ASSERT_EQ(vd_start(&self->d), 0);
+	EXPECT_EQ(vd_getrandom_rc(&self->d), 0u);
+	EXPECT_NE(vd_sh("grep -E ' (info|notice|debug) ' '%s'", self->d.log), 0);
+}
+
 TEST_F_TIMEOUT(daemon, errno_contract, 60)
 {
 	uint8_t big[4097] = { 0x80, 0x01, 0x00, 0x00, 0x10, 0x01 };
@@ -337,6 +356,9 @@ TEST_F_TIMEOUT(daemon, refuses_a_bad_or_busy_mountpoint, 120)
 	/* in the background the caller waits for the mount and gets 0 */
 	ASSERT_EQ(vd_sh("%s -c %s", bin, self->d.conf), 0);
 	EXPECT_TRUE(vd_mounted(&self->d));
+	/* it has no stderr now: its instances log to syslog, at its level (debug) */
+	EXPECT_EQ(vd_sh("pgrep -f '[v]tpmd-instance serve --dir %s/state/.* --log syslog --log-level 7'",
+			self->d.dir), 0);
 	/* a second daemon (other state) on the same mountpoint refuses, exit 1 */
 	EXPECT_EQ(vd_sh("cd %s && sed 's|^state_dir = .*|state_dir = %s/state2|' vtpmd.conf > s.conf && "
 			"! %s -c s.conf 2>s.err && grep -q 'already mounted' s.err",

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "mux.h"
 #include "outbox.h"
+#include "inst.h"
 #include "pool.h"
 #include "rotate.h"
 
@@ -43,6 +44,7 @@ struct daemon {
 	struct mux *mux;
 	struct fusedev *dev;
 	atomic_bool mount_lost;		/* the mount went away under us */
+	bool foreground;		/* -f or -d: logging to stderr */
 };
 
 static struct daemon d = { .lock_fd = -1 };
@@ -534,6 +536,7 @@ static void reload(void)
 	d.old_confs[d.n_old++] = d.conf;
 	d.conf = c;
 	log_set_level(c->log_level);
+	inst_set_log(!d.foreground, c->log_level);
 	pool_set_size(d.pool, c->pool_size);
 	mux_set_policy(d.mux, c);
 	rotate_set_conf(d.rot, c);
@@ -660,6 +663,9 @@ int main(int argc, char **argv)
 		return r < 0 ? 1 : 0;
 	}
 	log_open("vtpmd", foreground, debug ? LOG_DEBUG : d.conf->log_level);
+	/* instances log where the daemon does: it holds no stderr in the background */
+	inst_set_log(!foreground, log_get_level());
+	d.foreground = foreground;
 	/* errors reach the caller's terminal until ready; no child inherits it */
 	if (!foreground)
 		log_mirror(fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3));
