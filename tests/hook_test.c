@@ -183,6 +183,30 @@ TEST_F(hook, reports_a_killing_signal)
 	EXPECT_EQ(self->res.exit_status, -1);
 }
 
+TEST_F(hook, describes_how_a_program_ended)
+{
+	char how[200];
+
+	ASSERT_EQ(run(&self->res, NULL, 0, 5000, "/bin/false", NULL), 0);
+	hook_result_describe(&self->res, how, sizeof(how));
+	EXPECT_STREQ(how, "exit status 1");
+	ASSERT_EQ(run(&self->res, NULL, 0, 5000, "/bin/sh", "-c", "echo no such agent >&2; exit 3",
+		      NULL), 0);
+	hook_result_describe(&self->res, how, sizeof(how));
+	EXPECT_STREQ(how, "exit status 3: no such agent");
+	ASSERT_EQ(run(&self->res, NULL, 0, 5000, "/bin/sh", "-c", "kill -KILL $$", NULL), 0);
+	hook_result_describe(&self->res, how, sizeof(how));
+	EXPECT_STREQ(how, "killed by signal 9 (SIGKILL)");
+	ASSERT_EQ(run(&self->res, NULL, 0, 200, "/bin/sleep", "10", NULL), 0);
+	hook_result_describe(&self->res, how, sizeof(how));
+	EXPECT_EQ(strncmp(how, "timed out after ", 16), 0);
+	EXPECT_NE_NULL(strstr(how, " ms"));
+	/* a short buffer is cut, never overrun */
+	ASSERT_EQ(run(&self->res, NULL, 0, 5000, "/bin/sh", "-c", "echo xyz >&2; exit 3", NULL), 0);
+	hook_result_describe(&self->res, how, 8);
+	EXPECT_STREQ(how, "exit st");
+}
+
 /* Dead: gone, or a zombie waiting for whoever adopted it. */
 static bool is_dead(pid_t pid)
 {

@@ -230,7 +230,7 @@ TEST_F(outbox, failed_delivery_stays_on_disk_and_resumes_after_a_restart)
 	ASSERT_EQ(st.n_items, 1);
 	EXPECT_STREQ(st.items[0].hook, "a");
 	EXPECT_EQ(st.items[0].attempts, 2);
-	EXPECT_NE_NULL(strstr(st.items[0].err, "status=3"));
+	EXPECT_NE_NULL(strstr(st.items[0].err, "exit status 3"));
 	EXPECT_EQ(files_in_outbox(self), 2);
 	close_outbox(self);
 

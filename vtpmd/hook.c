@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -527,4 +528,26 @@ int hook_exec_as(char *const argv[], char *const envp[], const char *input, size
 		return r;
 
 	return hook_exec(as, envp, input, len, timeout_ms, ret);
+}
+
+/*
+ * Say in buf (n bytes) how a program that failed ended: "exit status 3",
+ * "killed by signal 9" or "timed out after 30000 ms", then ": " and the
+ * end of its stderr when it wrote any.  Any thread.
+ */
+void hook_result_describe(const struct hook_result *res, char *buf, size_t n)
+{
+	int len;
+
+	if (res->timed_out)
+		len = snprintf(buf, n, "timed out after %" PRIu64 " ms", res->elapsed_ms);
+	else if (res->signaled && sigabbrev_np(res->term_signal))
+		len = snprintf(buf, n, "killed by signal %d (SIG%s)", res->term_signal,
+			       sigabbrev_np(res->term_signal));
+	else if (res->signaled)
+		len = snprintf(buf, n, "killed by signal %d", res->term_signal);
+	else
+		len = snprintf(buf, n, "exit status %d", res->exit_status);
+	if (len >= 0 && (size_t)len < n && res->err_tail[0])
+		(void)snprintf(buf + len, n - (size_t)len, ": %.80s", res->err_tail);
 }

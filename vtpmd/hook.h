@@ -40,3 +40,4 @@ struct hook_cred {
 
 int hook_exec_as(char *const argv[], char *const envp[], const char *input, size_t len,
 		 uint64_t timeout_ms, const struct hook_cred *cred, struct hook_result *ret);
+void hook_result_describe(const struct hook_result *res, char *buf, size_t n);

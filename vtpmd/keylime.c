@@ -185,6 +185,7 @@ static int step_restart(struct keylime_run *k)
 	char *envp[] = { phase_var, NULL };
 	struct hook_cred cred = { k->h->user_uid, k->h->user_gid };
 	struct hook_result res;
+	char how[160];
 	int r;
 
 	r = hook_exec_as(k->h->restart_argv, envp, k->json, strlen(k->json), k->h->timeout_ms,
@@ -195,8 +196,8 @@ static int step_restart(struct keylime_run *k)
 		return r;
 	}
 	if (res.timed_out || res.signaled || res.exit_status != 0) {
-		snprintf(k->err, k->err_size, "agent_restart: status=%d signal=%d timed_out=%d: %.80s",
-			 res.exit_status, res.term_signal, res.timed_out, res.err_tail);
+		hook_result_describe(&res, how, sizeof(how));
+		snprintf(k->err, k->err_size, "agent_restart: %s", how);
 		return -EIO;
 	}
 

@@ -581,8 +581,7 @@ static int run_exec(const struct conf_hook *h, const struct rec *rec, char *err,
 		return r;
 	}
 	if (res.timed_out || res.signaled || res.exit_status != 0) {
-		snprintf(err, n, "status=%d signal=%d timed_out=%d: %.80s", res.exit_status,
-			 res.term_signal, res.timed_out, res.err_tail);
+		hook_result_describe(&res, err, n);
 		return -EIO;
 	}
 
