@@ -136,14 +136,24 @@ static int check_files(const struct conf *c, const char *conf_path)
 	return 0;
 }
 
+static const struct option main_options[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "foreground", no_argument, NULL, 'f' },
+	{ "debug", no_argument, NULL, 'd' },
+	{ "check", no_argument, NULL, 'n' },
+	{ "help", no_argument, NULL, 'h' },
+	{ 0 },
+};
+
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vtpmd -c FILE [-f] [-d] [-n]\n"
-		"  -c FILE  configuration file (required)\n"
-		"  -f       stay in the foreground, log to stderr\n"
-		"  -d       debug: foreground and log level debug\n"
-		"  -n       check the configuration, print it, and exit 0 or 1\n");
+		"  -c, --config FILE  configuration file (required)\n"
+		"  -f, --foreground   stay in the foreground, log to stderr\n"
+		"  -d, --debug        debug: foreground and log level debug\n"
+		"  -n, --check        check the configuration, print it, and exit 0 or 1\n"
+		"  -h, --help         this help\n");
 }
 
 static void pool_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -624,7 +634,7 @@ int main(int argc, char **argv)
 	int opt;
 	int r;
 
-	while ((opt = getopt(argc, argv, "c:fdnh")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:fdnh", main_options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			d.conf_path = optarg;
