@@ -1034,7 +1034,8 @@ TEST_F(conf, dump_minimal_shows_defaults)
 	LOAD_OK(MIN_CONF);
 	s = dump_to_string(self->c);
 	EXPECT_NE_NULL(strstr(s, "[vtpmd]\nstate_dir = /var/lib/vtpmd\nmountpoint = /run/vtpm\n"
-				 "log_level = info\nallow_other = no\ndevice_owner = 0\n"));
+				 "log_level = info\nallow_other = no\ndevice_owner = root\n"));
+	EXPECT_NE_NULL(strstr(s, getgrnam("tss") ? "device_group = tss\n" : "device_group = root\n"));
 	EXPECT_NE_NULL(strstr(s, "device_mode = 0660\n"));
 	EXPECT_NE_NULL(strstr(s, "[pool]\nsize = 2\nek = rsa2048,ecc-p256\nak = ecc-p256\n"
 				 "ak_handle = 0x81008000\nworkers = 0\n# ca_cert is not set\n"));
@@ -1059,6 +1060,17 @@ TEST_F(conf, dump_round_trips)
 	conf_free(again);
 	free(first);
 	free(second);
+}
+
+/* Ids without a name, or with a name that would read back as a number, print as numbers. */
+TEST_F(conf, dump_owner_and_group_by_name_when_they_read_back)
+{
+	char *s;
+
+	LOAD_OK(MIN_CONF "device_owner = nobody\ndevice_group = 4000000000\n");
+	s = dump_to_string(self->c);
+	EXPECT_NE_NULL(strstr(s, "device_owner = nobody\ndevice_group = 4000000000\n"));
+	free(s);
 }
 
 TEST_F(conf, dump_quotes_exec_words)

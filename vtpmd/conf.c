@@ -603,18 +603,41 @@ static int parse_group(const char *v, void *base, char *why, size_t n)
 	return 0;
 }
 
+/* A user or group name that reads back as itself, not as a number. */
+static bool id_name_prints(const char *name)
+{
+	size_t len = strlen(name);
+
+	return is_name(name, len, 64) && strspn(name, "0123456789") != len;
+}
+
+/* By name when the user has one, which reads back as the same uid. */
 static void print_owner(FILE *f, const void *base)
 {
 	const struct conf *c = base;
+	struct passwd pw;
+	struct passwd *res = NULL;
+	char buf[16384];
 
-	fprintf(f, "%u", (unsigned)c->dev_uid);
+	if (getpwuid_r(c->dev_uid, &pw, buf, sizeof(buf), &res) == 0 && res &&
+	    id_name_prints(pw.pw_name))
+		fprintf(f, "%s", pw.pw_name);
+	else
+		fprintf(f, "%u", (unsigned)c->dev_uid);
 }
 
 static void print_group(FILE *f, const void *base)
 {
 	const struct conf *c = base;
+	struct group gr;
+	struct group *res = NULL;
+	char buf[16384];
 
-	fprintf(f, "%u", (unsigned)c->dev_gid);
+	if (getgrgid_r(c->dev_gid, &gr, buf, sizeof(buf), &res) == 0 && res &&
+	    id_name_prints(gr.gr_name))
+		fprintf(f, "%s", gr.gr_name);
+	else
+		fprintf(f, "%u", (unsigned)c->dev_gid);
 }
 
 /* A hook's user, by name or number, with its primary group; "" for none. */
