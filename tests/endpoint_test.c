@@ -474,16 +474,18 @@ TEST(check_mode_rejects_a_broken_config)
 	if (!bin)
 		TEST_SKIP("VTPMD_BIN not set (run through meson)");
 	ASSERT_NE_NULL(mkdtemp(dir));
-	EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n[pool]\\nsize = 0\\n' > %s/bad.conf; "
-			"%s -n -c %s/bad.conf 2>%s/err; test $? = 1 && grep -q '^%s/bad.conf:5: ' %s/err",
-			dir, bin, dir, dir, dir, dir), 0);
-	EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n"
-			"[hook.h]\\nexec = /nonexistent/hook\\n' > %s/h.conf; "
-			"%s -n -c %s/h.conf 2>%s/err; test $? = 1 && "
-			"grep -q 'hook.h. exec: /nonexistent/hook: No such file' %s/err",
-			dir, bin, dir, dir, dir), 0);
-	EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n' > %s/ok.conf; "
-			"%s -n -c %s/ok.conf | grep -q '^size = 2'", dir, bin, dir), 0);
+	/* state_dir and mountpoint of our own: -n also checks an existing state_dir */
+	EXPECT_EQ(vd_sh("cd %s && printf '[vtpmd]\\nstate_dir = %s/s\\nmountpoint = %s/m\\n' > head", dir,
+			dir, dir), 0);
+	EXPECT_EQ(vd_sh("cd %s && { cat head; printf '[pool]\\nsize = 0\\n'; } > bad.conf; "
+			"%s -n -c %s/bad.conf 2>err; test $? = 1 && grep -q '^%s/bad.conf:5: ' err",
+			dir, bin, dir, dir), 0);
+	EXPECT_EQ(vd_sh("cd %s && { cat head; printf '[hook.h]\\nexec = /nonexistent/hook\\n'; } > h.conf; "
+			"%s -n -c %s/h.conf 2>err; test $? = 1 && "
+			"grep -qx '%s/h.conf:5: exec ./nonexistent/hook.: No such file or directory' err",
+			dir, bin, dir, dir), 0);
+	EXPECT_EQ(vd_sh("cd %s && cp head ok.conf && %s -n -c %s/ok.conf | grep -q '^size = 2'",
+			dir, bin, dir), 0);
 	vd_sh("rm -rf %s", dir);
 }
 

@@ -804,11 +804,11 @@ TEST(check_mode_rejects_bad_rm_limits)
 		TEST_SKIP("VTPMD_BIN not set (run through meson)");
 	ASSERT_NE_NULL(mkdtemp(dir));
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n"
+		EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /nonexistent/s\\nmountpoint = /nonexistent/m\\n"
 				"[rm]\\n%s\\n' > %s/bad.conf; %s -n -c %s/bad.conf 2>%s/err; "
 				"test $? = 1 && grep -q '^%s/bad.conf:5: ' %s/err",
 				bad[i], dir, bin, dir, dir, dir, dir), 0);
-	EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /tmp/x\\nmountpoint = /tmp/y\\n' > %s/ok.conf; "
+	EXPECT_EQ(vd_sh("printf '[vtpmd]\\nstate_dir = /nonexistent/s\\nmountpoint = /nonexistent/m\\n' > %s/ok.conf; "
 			"%s -n -c %s/ok.conf > %s/out && grep -q '^max_objects = 16' %s/out && "
 			"grep -q '^max_pending = 64k' %s/out && grep -q '^max_opens = 256' %s/out",
 			dir, bin, dir, dir, dir, dir, dir), 0);

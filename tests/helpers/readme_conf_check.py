@@ -20,7 +20,7 @@ def main():
     bad = 0
     for b in blocks:
         if not re.search(r"^\[vtpmd\]", b, re.M):
-            b = "[vtpmd]\nstate_dir = /tmp/x\nmountpoint = /tmp/y\n" + b
+            b = "[vtpmd]\nstate_dir = /nonexistent/s\nmountpoint = /nonexistent/m\n" + b
         with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
             f.write(b)
         p = subprocess.run([sys.argv[2], "-n", "-c", f.name], capture_output=True, text=True)
