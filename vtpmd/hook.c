@@ -537,13 +537,13 @@ int hook_exec_as(char *const argv[], char *const envp[], const char *input, size
  */
 void hook_result_describe(const struct hook_result *res, char *buf, size_t n)
 {
+	const char *abbrev;
 	int len;
 
 	if (res->timed_out)
 		len = snprintf(buf, n, "timed out after %" PRIu64 " ms", res->elapsed_ms);
-	else if (res->signaled && sigabbrev_np(res->term_signal))
-		len = snprintf(buf, n, "killed by signal %d (SIG%s)", res->term_signal,
-			       sigabbrev_np(res->term_signal));
+	else if (res->signaled && (abbrev = sigabbrev_np(res->term_signal)))
+		len = snprintf(buf, n, "killed by signal %d (SIG%s)", res->term_signal, abbrev);
 	else if (res->signaled)
 		len = snprintf(buf, n, "killed by signal %d", res->term_signal);
 	else

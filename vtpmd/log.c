@@ -58,6 +58,12 @@ int log_get_level(void)
 	return __atomic_load_n(&log_level, __ATOMIC_RELAXED);
 }
 
+/* Whether lines go to stderr (not syslog); fixed by log_open(). */
+bool log_is_foreground(void)
+{
+	return log_foreground;
+}
+
 /* Map a level name ("err", "warn", "notice", "info", "debug") to its priority, or -1. */
 int log_level_parse(const char *s)
 {

@@ -15,6 +15,7 @@ void log_open(const char *ident, bool foreground, int level);
 void log_mirror(int fd);
 void log_set_level(int level);
 int log_get_level(void);
+bool log_is_foreground(void);
 void log_vmsg(int prio, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int log_msg_errno(int prio, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

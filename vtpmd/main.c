@@ -21,11 +21,11 @@
 #include "conf.h"
 #include "fsutil.h"
 #include "fusedev.h"
+#include "inst.h"
 #include "localca.h"
 #include "log.h"
 #include "mux.h"
 #include "outbox.h"
-#include "inst.h"
 #include "pool.h"
 #include "rotate.h"
 
@@ -44,13 +44,35 @@ struct daemon {
 	struct mux *mux;
 	struct fusedev *dev;
 	atomic_bool mount_lost;		/* the mount went away under us */
-	bool foreground;		/* -f or -d: logging to stderr */
 };
 
 static struct daemon d = { .lock_fd = -1 };
 
 /* Write end of the pipe to the waiting parent until start-up is over. */
 static int ready_fd = -1;
+
+/* Modes that let others into what holds secrets. */
+#define STATE_DIR_LOOSE 0077	/* the state directory: 0700 or tighter */
+#define KEY_FILE_LOOSE 0177	/* a private key: 0600 or tighter */
+
+/*
+ * What the start requires of a directory or file that holds secrets: of
+ * kind type (S_IFDIR or S_IFREG), and no bit of loose in its mode.
+ * Returns 0, -ENOTDIR or -EINVAL for the wrong kind, -EPERM when it is
+ * open to others (*ret_mode then says how), or -errno from stat(2).
+ */
+static int private_check(const char *path, mode_t type, mode_t loose, mode_t *ret_mode)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return -errno;
+	if ((st.st_mode & S_IFMT) != type)
+		return type == S_IFDIR ? -ENOTDIR : -EINVAL;
+	*ret_mode = st.st_mode & 07777;
+
+	return st.st_mode & loose ? -EPERM : 0;
+}
 
 /* One problem found by vtpmd -n, at the line of the key it comes from. */
 static int check_fail(const char *conf_path, unsigned line, const char *fmt, ...)
@@ -92,19 +114,19 @@ static int check_file(const char *conf_path, unsigned line, const char *what, co
  */
 static int check_files(const struct conf *c, const char *conf_path)
 {
-	struct stat st;
+	mode_t mode = 0;
 	size_t i;
 	int r;
 
-	if (stat(c->state_dir, &st) == 0) {
-		if (!S_ISDIR(st.st_mode))
-			return check_fail(conf_path, c->state_dir_line,
-					  "state_dir '%s' is not a directory", c->state_dir);
-		if (st.st_mode & 0077)
-			return check_fail(conf_path, c->state_dir_line,
-					  "state_dir '%s' is open to others (mode %04o, want 0700)",
-					  c->state_dir, st.st_mode & 07777);
-	}
+	/* a state directory that does not exist yet is made private at start */
+	r = private_check(c->state_dir, S_IFDIR, STATE_DIR_LOOSE, &mode);
+	if (r == -ENOTDIR)
+		return check_fail(conf_path, c->state_dir_line, "state_dir '%s' is not a directory",
+				  c->state_dir);
+	if (r == -EPERM)
+		return check_fail(conf_path, c->state_dir_line,
+				  "state_dir '%s' is open to others (mode %04o, want 0700)",
+				  c->state_dir, mode);
 	if (c->ca_cert) {
 		r = check_file(conf_path, c->ca_cert_line, "ca_cert", c->ca_cert, R_OK);
 		if (r < 0)
@@ -112,10 +134,10 @@ static int check_files(const struct conf *c, const char *conf_path)
 		r = check_file(conf_path, c->ca_key_line, "ca_key", c->ca_key, R_OK);
 		if (r < 0)
 			return r;
-		if (stat(c->ca_key, &st) == 0 && (st.st_mode & 0177))
+		if (private_check(c->ca_key, S_IFREG, KEY_FILE_LOOSE, &mode) == -EPERM)
 			return check_fail(conf_path, c->ca_key_line,
 					  "ca_key '%s' is open to others (mode %04o, want 0600)",
-					  c->ca_key, st.st_mode & 07777);
+					  c->ca_key, mode);
 	}
 	for (i = 0; i < c->n_hooks; i++) {
 		const struct conf_hook *h = &c->hooks[i];
@@ -251,20 +273,21 @@ static int find_helper(char *buf, size_t size)
 /* Create the state directory (0700) or check that an existing one is private. */
 static int state_dir_open(const char *dir)
 {
-	struct stat st;
 	char path[PATH_MAX];
+	mode_t mode = 0;
 	int r;
 
 	r = fsutil_mkdir(dir, 0700);
 	if (r < 0)
 		return log_err_errno(r, "vtpmd: cannot create the state directory path=%s", dir);
-	if (stat(dir, &st) < 0)
-		return log_err_errno(-errno, "vtpmd: cannot stat the state directory path=%s", dir);
-	if (st.st_mode & 0077) {
+	r = private_check(dir, S_IFDIR, STATE_DIR_LOOSE, &mode);
+	if (r == -EPERM) {
 		log_err("vtpmd: state directory is readable by others, refusing to start path=%s mode=%04o",
-			dir, st.st_mode & 07777);
-		return -EPERM;
+			dir, mode);
+		return r;
 	}
+	if (r < 0)
+		return log_err_errno(r, "vtpmd: cannot use the state directory path=%s", dir);
 	snprintf(path, sizeof(path), "%s/lock", dir);
 	d.lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (d.lock_fd < 0)
@@ -283,21 +306,19 @@ static int state_dir_open(const char *dir)
  */
 static int key_file_check(const char *path)
 {
-	struct stat st;
+	mode_t mode = 0;
+	int r;
 
-	if (stat(path, &st) < 0)
-		return log_err_errno(-errno, "vtpmd: cannot read the key file path=%s", path);
-	if (!S_ISREG(st.st_mode)) {
+	r = private_check(path, S_IFREG, KEY_FILE_LOOSE, &mode);
+	if (r == -EINVAL)
 		log_err("vtpmd: the key file is not a regular file path=%s", path);
-		return -EINVAL;
-	}
-	if (st.st_mode & 0177) {
+	else if (r == -EPERM)
 		log_err("vtpmd: the key file is open to others, refusing to start path=%s mode=%04o (want 0600)",
-			path, st.st_mode & 07777);
-		return -EPERM;
-	}
+			path, mode);
+	else if (r < 0)
+		log_err_errno(r, "vtpmd: cannot read the key file path=%s", path);
 
-	return 0;
+	return r;
 }
 
 /* The configured CA: both files must be there, the key private. */
@@ -546,7 +567,7 @@ static void reload(void)
 	d.old_confs[d.n_old++] = d.conf;
 	d.conf = c;
 	log_set_level(c->log_level);
-	inst_set_log(!d.foreground, c->log_level);
+	inst_set_log(!log_is_foreground(), c->log_level);
 	pool_set_size(d.pool, c->pool_size);
 	mux_set_policy(d.mux, c);
 	rotate_set_conf(d.rot, c);
@@ -675,7 +696,6 @@ int main(int argc, char **argv)
 	log_open("vtpmd", foreground, debug ? LOG_DEBUG : d.conf->log_level);
 	/* instances log where the daemon does: it holds no stderr in the background */
 	inst_set_log(!foreground, log_get_level());
-	d.foreground = foreground;
 	/* errors reach the caller's terminal until ready; no child inherits it */
 	if (!foreground)
 		log_mirror(fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3));
