@@ -1063,13 +1063,15 @@ TEST_F(conf, dump_round_trips)
 }
 
 /* Ids without a name, or with a name that would read back as a number, print as numbers. */
-TEST_F(conf, dump_owner_and_group_by_name_when_they_read_back)
+TEST_F(conf, dump_users_and_groups_by_name_when_they_read_back)
 {
 	char *s;
 
-	LOAD_OK(MIN_CONF "device_owner = nobody\ndevice_group = 4000000000\n");
+	LOAD_OK(MIN_CONF "device_owner = nobody\ndevice_group = 4000000000\n"
+		"[hook.h]\nexec = /bin/true\nuser = 65534\n");
 	s = dump_to_string(self->c);
 	EXPECT_NE_NULL(strstr(s, "device_owner = nobody\ndevice_group = 4000000000\n"));
+	EXPECT_NE_NULL(strstr(s, "\nuser = nobody\n"));
 	free(s);
 }
 

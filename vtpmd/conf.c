@@ -611,33 +611,40 @@ static bool id_name_prints(const char *name)
 	return is_name(name, len, 64) && strspn(name, "0123456789") != len;
 }
 
-/* By name when the user has one, which reads back as the same uid. */
-static void print_owner(FILE *f, const void *base)
+/* A user by name when it has one that reads back as uid, else by number. */
+static void print_uid(FILE *f, uid_t uid)
 {
-	const struct conf *c = base;
 	struct passwd pw;
 	struct passwd *res = NULL;
 	char buf[16384];
 
-	if (getpwuid_r(c->dev_uid, &pw, buf, sizeof(buf), &res) == 0 && res &&
-	    id_name_prints(pw.pw_name))
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 && res && id_name_prints(pw.pw_name))
 		fprintf(f, "%s", pw.pw_name);
 	else
-		fprintf(f, "%u", (unsigned)c->dev_uid);
+		fprintf(f, "%u", (unsigned)uid);
 }
 
-static void print_group(FILE *f, const void *base)
+/* The same for a group. */
+static void print_gid(FILE *f, gid_t gid)
 {
-	const struct conf *c = base;
 	struct group gr;
 	struct group *res = NULL;
 	char buf[16384];
 
-	if (getgrgid_r(c->dev_gid, &gr, buf, sizeof(buf), &res) == 0 && res &&
-	    id_name_prints(gr.gr_name))
+	if (getgrgid_r(gid, &gr, buf, sizeof(buf), &res) == 0 && res && id_name_prints(gr.gr_name))
 		fprintf(f, "%s", gr.gr_name);
 	else
-		fprintf(f, "%u", (unsigned)c->dev_gid);
+		fprintf(f, "%u", (unsigned)gid);
+}
+
+static void print_owner(FILE *f, const void *base)
+{
+	print_uid(f, ((const struct conf *)base)->dev_uid);
+}
+
+static void print_group(FILE *f, const void *base)
+{
+	print_gid(f, ((const struct conf *)base)->dev_gid);
 }
 
 /* A hook's user, by name or number, with its primary group; "" for none. */
@@ -681,7 +688,7 @@ static void print_hook_user(FILE *f, const void *base)
 	const struct conf_hook *h = base;
 
 	if (h->has_user)
-		fprintf(f, "%u", (unsigned)h->user_uid);
+		print_uid(f, h->user_uid);
 }
 
 /* Permission bits in octal, with or without leading zeros. */
