@@ -242,9 +242,11 @@ static int inst_poll_us(struct inst *in, int64_t timeout_us)
 	return n == 0 ? -ETIMEDOUT : 0;
 }
 
-static int inst_poll(struct inst *in, int timeout_ms)
+/* The connection is broken: every later request fails at once. */
+static void inst_break(struct inst *in)
 {
-	return inst_poll_us(in, (int64_t)timeout_ms * 1000);
+	(void)close(in->fd);
+	in->fd = -1;
 }
 
 /*
@@ -257,12 +259,11 @@ static int inst_recv(struct inst *in, int timeout_ms, uint32_t *ret_type, size_t
 
 	if (in->fd < 0)
 		return -EPIPE;
-	r = timeout_ms >= 0 ? inst_poll(in, timeout_ms) : 0;
+	r = timeout_ms >= 0 ? inst_poll_us(in, (int64_t)timeout_ms * 1000) : 0;
 	if (r == 0)
 		r = ipc_recv(in->fd, ret_type, in->buf, sizeof(in->buf), ret_len);
 	if (r < 0) {
-		(void)close(in->fd);
-		in->fd = -1;
+		inst_break(in);
 		return r == -EMSGSIZE ? -EBADMSG : r;
 	}
 
@@ -280,8 +281,7 @@ static int inst_recv_status(struct inst *in, uint32_t want, int timeout_ms,
 	if (r < 0)
 		return r;
 	if (type != want || ipc_status_parse(in->buf, len, ret) < 0) {
-		(void)close(in->fd);
-		in->fd = -1;
+		inst_break(in);
 		return -EBADMSG;
 	}
 
@@ -456,8 +456,7 @@ int inst_await(struct inst *in, int64_t limit_us, uint8_t *rsp, size_t rsp_size,
 		if (r == -ETIMEDOUT)
 			return -EINPROGRESS;
 		if (r < 0) {
-			(void)close(in->fd);
-			in->fd = -1;
+			inst_break(in);
 			return r;
 		}
 		wait = -1;	/* readable: no second poll(2) */
@@ -471,8 +470,7 @@ int inst_await(struct inst *in, int64_t limit_us, uint8_t *rsp, size_t rsp_size,
 	if (type == IPC_STATUS && ipc_status_parse(in->buf, n, &st) == 0 && st.status < 0)
 		return st.status;
 	if (type != IPC_RSP || n > INST_BUF_MAX) {
-		(void)close(in->fd);
-		in->fd = -1;
+		inst_break(in);
 		return -EBADMSG;
 	}
 	if (n > rsp_size)

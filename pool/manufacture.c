@@ -328,24 +328,12 @@ static int mf_da_forgive_crash(ESYS_CONTEXT *esys, TSS2_RC *ret_rc)
 	return 0;
 }
 
-/*
- * Run TPM2_Startup(CLEAR) on the engine, take back the DA failure the
- * crash before it counted, lock the platform hierarchy again, since
- * Startup(CLEAR) resets platformAuth to empty (Part 3, 9.3.1), and take
- * the DA-used RETRY.  The engine must not be started yet.  Prints nothing.
- * Returns 0, or -EIO with the TPM response code in *ret_rc, or -ENOMEM.
- * Instance process.
- */
-int manufacture_startup(struct engine *e, uint32_t *ret_rc)
+/* TPM2_Startup(CLEAR) and what it undoes; see manufacture_startup(). */
+static int mf_startup(ESYS_CONTEXT *esys, uint32_t *ret_rc)
 {
-	ESYS_CONTEXT *esys;
-	struct tcti *t;
 	TSS2_RC rc;
 	int r;
 
-	r = mf_esys_attach(e, &t, &esys, ret_rc);
-	if (r < 0)
-		return r;
 	rc = Esys_Startup(esys, TPM2_SU_CLEAR);
 	r = rc == TSS2_RC_SUCCESS ? 0 : -EIO;
 	if (r < 0)
@@ -356,9 +344,52 @@ int manufacture_startup(struct engine *e, uint32_t *ret_rc)
 		r = mf_lock_platform(esys, ret_rc);
 	if (r == 0)
 		r = mf_da_warm_up(esys, ret_rc);
+
+	return r;
+}
+
+/* Run step through an ESYS context attached to e for the time of the step. */
+static int mf_with_esys(struct engine *e, int (*step)(ESYS_CONTEXT *, uint32_t *),
+			uint32_t *ret_rc)
+{
+	ESYS_CONTEXT *esys;
+	struct tcti *t;
+	int r;
+
+	r = mf_esys_attach(e, &t, &esys, ret_rc);
+	if (r < 0)
+		return r;
+	r = step(esys, ret_rc);
 	mf_esys_close(t, esys);
 
 	return r;
+}
+
+/*
+ * Run TPM2_Startup(CLEAR) on the engine, take back the DA failure the
+ * crash before it counted, lock the platform hierarchy again, since
+ * Startup(CLEAR) resets platformAuth to empty (Part 3, 9.3.1), and take
+ * the DA-used RETRY.  The engine must not be started yet.  Prints nothing.
+ * Returns 0, or -EIO with the TPM response code in *ret_rc, or -ENOMEM.
+ * Instance process.
+ */
+int manufacture_startup(struct engine *e, uint32_t *ret_rc)
+{
+	return mf_with_esys(e, mf_startup, ret_rc);
+}
+
+/* TPM2_SelfTest(YES); see manufacture_self_test(). */
+static int mf_self_test(ESYS_CONTEXT *esys, uint32_t *ret_rc)
+{
+	TSS2_RC rc;
+
+	rc = Esys_SelfTest(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_YES);
+	if (rc != TSS2_RC_SUCCESS) {
+		*ret_rc = rc;
+		return -EIO;
+	}
+
+	return 0;
 }
 
 /*
@@ -371,22 +402,7 @@ int manufacture_startup(struct engine *e, uint32_t *ret_rc)
  */
 int manufacture_self_test(struct engine *e, uint32_t *ret_rc)
 {
-	ESYS_CONTEXT *esys;
-	struct tcti *t;
-	TSS2_RC rc;
-	int r;
-
-	r = mf_esys_attach(e, &t, &esys, ret_rc);
-	if (r < 0)
-		return r;
-	rc = Esys_SelfTest(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_YES);
-	mf_esys_close(t, esys);
-	if (rc != TSS2_RC_SUCCESS) {
-		*ret_rc = rc;
-		return -EIO;
-	}
-
-	return 0;
+	return mf_with_esys(e, mf_self_test, ret_rc);
 }
 
 static void mf_props_from(struct mf *mf, const TPML_TAGGED_TPM_PROPERTY *props)

@@ -1,7 +1,6 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +19,6 @@
 
 struct worker {
 	const char *dir;
-	char id[64];		/* for log lines: the directory's base name */
 	int fd;			/* the socketpair end, fd 3 */
 	struct engine *engine;
 	bool started;		/* TPM2_Startup done */
@@ -171,20 +169,13 @@ int worker_serve(const char *dir, bool with_volatile, int fd)
 {
 	struct ipc_status ready = { 0 };
 	struct worker *w;
-	char *copy;
 	int r;
 
 	w = calloc(1, sizeof(*w));
-	copy = strdup(dir);
-	if (!w || !copy) {
-		free(copy);
-		free(w);
+	if (!w)
 		return -ENOMEM;
-	}
 	w->dir = dir;
 	w->fd = fd;
-	(void)snprintf(w->id, sizeof(w->id), "%s", basename(copy));
-	free(copy);
 
 	r = worker_load(w, with_volatile);
 	if (r == 0 && w->started)
