@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -28,10 +29,6 @@
 
 extern char **environ;
 
-/* Where instance processes spawned from now on log; see inst_set_log(). */
-static bool inst_log_syslog;
-static int inst_log_level = 6;	/* LOG_INFO */
-
 struct inst {
 	pid_t pid;		/* the instance process, 0 if it was never spawned */
 	int fd;			/* our end of the socketpair; -1 once broken */
@@ -43,23 +40,17 @@ struct inst {
 };
 
 /*
- * Instances spawned from now on log to syslog or to stderr (inherited),
- * dropping lines above level (a syslog priority, 0-7), like the daemon.
- * Any thread.
+ * The --log and --log-level arguments of an instance that logs as log says
+ * (NULL: to stderr, up to LOG_INFO); the level goes into buf.
  */
-void inst_set_log(bool to_syslog, int level)
+static const char *inst_log_args(const struct inst_log *log, char buf[2])
 {
-	__atomic_store_n(&inst_log_syslog, to_syslog, __ATOMIC_RELAXED);
-	__atomic_store_n(&inst_log_level, level < 0 ? 0 : level > 7 ? 7 : level, __ATOMIC_RELAXED);
-}
+	int level = log ? log->level : LOG_INFO;
 
-/* The --log and --log-level arguments of an instance, level in buf. */
-static const char *inst_log_args(char buf[2])
-{
-	buf[0] = (char)('0' + __atomic_load_n(&inst_log_level, __ATOMIC_RELAXED));
+	buf[0] = (char)('0' + (level < LOG_EMERG ? LOG_EMERG : level > LOG_DEBUG ? LOG_DEBUG : level));
 	buf[1] = '\0';
 
-	return __atomic_load_n(&inst_log_syslog, __ATOMIC_RELAXED) ? "syslog" : "stderr";
+	return log && log->to_syslog ? "syslog" : "stderr";
 }
 
 /*
@@ -142,26 +133,26 @@ static void inst_ek_arg(const struct inst_manufacture_params *p, char *buf, size
 
 /*
  * Manufacture an instance in dir (which must hold no state) by running
- * "helper manufacture" and waiting for it.  The helper reports its failure
- * on the inherited stderr and removes what it wrote.  Returns 0, -EINVAL for
+ * "helper manufacture" and waiting for it.  The helper logs its failure as
+ * log says (NULL: on the inherited stderr) and removes what it wrote.  Returns 0, -EINVAL for
  * bad parameters, -EIO when the helper failed, or another negative errno
  * when it could not be run.  Any thread; blocks for the manufacture (tens of
  * milliseconds).  The caller must not reap children with waitpid(-1).
  */
-int inst_manufacture(const char *helper, const char *dir, const char *id,
-		     const struct inst_manufacture_params *p)
+int inst_manufacture(const char *helper, const struct inst_log *log, const char *dir,
+		     const char *id, const struct inst_manufacture_params *p)
 {
 	const char *ak = meta_alg_name(p->ak_alg);
 	posix_spawn_file_actions_t fa;
 	char ak_handle[16];
 	char level[2];
-	const char *log = inst_log_args(level);
+	const char *to = inst_log_args(log, level);
 	char eks[32];
 	char *const argv[] = {
 		(char *)helper, "manufacture", "--dir", (char *)dir, "--id", (char *)id,
 		"--ek", eks, "--ak", (char *)ak, "--ak-handle", ak_handle,
 		"--ca-cert", (char *)p->ca_cert, "--ca-key", (char *)p->ca_key,
-		"--log", (char *)log, "--log-level", level, NULL,
+		"--log", (char *)to, "--log-level", level, NULL,
 	};
 	pid_t pid;
 	int status;
@@ -189,14 +180,14 @@ int inst_manufacture(const char *helper, const char *dir, const char *id,
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 
-static int inst_spawn_serve(const char *helper, const char *dir, bool with_volatile, int sock,
-			    pid_t *ret_pid)
+static int inst_spawn_serve(const char *helper, const struct inst_log *log, const char *dir,
+			    bool with_volatile, int sock, pid_t *ret_pid)
 {
 	posix_spawn_file_actions_t fa;
 	char level[2];
-	const char *log = inst_log_args(level);
+	const char *to = inst_log_args(log, level);
 	char *const argv[] = {
-		(char *)helper, "serve", "--dir", (char *)dir, "--log", (char *)log,
+		(char *)helper, "serve", "--dir", (char *)dir, "--log", (char *)to,
 		"--log-level", level, with_volatile ? "--volatile" : NULL, NULL,
 	};
 	int r;
@@ -307,12 +298,13 @@ static int inst_await_ready(struct inst *in)
  * Start an instance process ("helper serve") on the state in dir, with the
  * saved volatile state when with_volatile, and wait until it has loaded it.
  * The socketpair end it gets is its fd 3; it inherits no other descriptor
- * but stdin, stdout and stderr.  Returns 0, -EIO (or the instance's errno)
+ * but stdin, stdout and stderr, and logs as log says (NULL: on stderr).  Returns 0, -EIO (or the instance's errno)
  * when it could not load the state, -ETIMEDOUT, or another negative errno.
  * *ret is released with inst_stop().  Any thread; the caller must not reap
  * children with waitpid(-1).
  */
-int inst_start(const char *helper, const char *dir, bool with_volatile, struct inst **ret)
+int inst_start(const char *helper, const struct inst_log *log, const char *dir,
+	       bool with_volatile, struct inst **ret)
 {
 	struct inst *in;
 	int sv[2];
@@ -335,7 +327,10 @@ int inst_start(const char *helper, const char *dir, bool with_volatile, struct i
 		sv[1] = fcntl(INST_FD, F_DUPFD_CLOEXEC, INST_FD + 1);
 		(void)close(INST_FD);
 	}
-	r = sv[1] < 0 ? -errno : inst_spawn_serve(helper, dir, with_volatile, sv[1], &in->pid);
+	if (sv[1] < 0)
+		r = -errno;
+	else
+		r = inst_spawn_serve(helper, log, dir, with_volatile, sv[1], &in->pid);
 	if (sv[1] >= 0)
 		(void)close(sv[1]);
 	if (r == 0)

@@ -29,11 +29,16 @@ struct inst_manufacture_params {
 	const char *ca_key;
 };
 
-void inst_set_log(bool to_syslog, int level);
-int inst_manufacture(const char *helper, const char *dir, const char *id,
-		     const struct inst_manufacture_params *p);
-int inst_start(const char *helper, const char *dir, bool with_volatile,
-	       struct inst **ret);
+/* Where an instance process logs, as the daemon does: syslog or stderr. */
+struct inst_log {
+	bool to_syslog;
+	int level;		/* lines above this syslog priority are dropped */
+};
+
+int inst_manufacture(const char *helper, const struct inst_log *log, const char *dir,
+		     const char *id, const struct inst_manufacture_params *p);
+int inst_start(const char *helper, const struct inst_log *log, const char *dir,
+	       bool with_volatile, struct inst **ret);
 int inst_transmit(struct inst *in, uint8_t locality, const uint8_t *cmd,
 		  size_t len, uint8_t *rsp, size_t rsp_size, size_t *ret_len);
 int inst_send(struct inst *in, uint8_t locality, const uint8_t *cmd, size_t len);

@@ -40,6 +40,7 @@ struct pool {
 	char inst_dir[PATH_MAX];
 	char retired_dir[PATH_MAX];
 	struct inst_manufacture_params params;
+	struct inst_log inst_log;	/* read and written with __atomic */
 	pool_log_fn log;
 	uint64_t grace_ms;
 
@@ -162,8 +163,29 @@ struct pool_job {
 	char id[META_ID_MAX];
 };
 
+/* Where instance processes started now log. */
+static struct inst_log pool_inst_log(struct pool *p)
+{
+	return (struct inst_log){
+		.to_syslog = __atomic_load_n(&p->inst_log.to_syslog, __ATOMIC_RELAXED),
+		.level = __atomic_load_n(&p->inst_log.level, __ATOMIC_RELAXED),
+	};
+}
+
+/*
+ * Instance processes started from now on log as log says (after SIGHUP:
+ * a new level); running ones keep what they were started with.  Any
+ * thread.
+ */
+void pool_set_inst_log(struct pool *p, const struct inst_log *log)
+{
+	__atomic_store_n(&p->inst_log.to_syslog, log->to_syslog, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->inst_log.level, log->level, __ATOMIC_RELAXED);
+}
+
 static int job_manufacture(struct pool *p, const char *id)
 {
+	struct inst_log log;
 	char tmp[PATH_MAX];
 	char final[PATH_MAX];
 	uint64_t t0 = now_ms();
@@ -174,7 +196,8 @@ static int job_manufacture(struct pool *p, const char *id)
 	r = fsutil_mkdir(tmp, 0700);
 	if (r < 0)
 		return r;
-	r = inst_manufacture(p->helper, tmp, id, &p->params);
+	log = pool_inst_log(p);
+	r = inst_manufacture(p->helper, &log, tmp, id, &p->params);
 	if (r == 0 && rename(tmp, final) < 0)
 		r = -errno;
 	if (r == 0)
@@ -249,6 +272,7 @@ static void jobs_start(struct pool *p)
 /* Called with p->lock held; drops it while the process starts. */
 static void spare_load(struct pool *p)
 {
+	struct inst_log log;
 	char id[META_ID_MAX];
 	char path[PATH_MAX];
 	struct inst *in = NULL;
@@ -263,7 +287,8 @@ static void spare_load(struct pool *p)
 	r = meta_load(path, &m);
 	if (r == 0) {
 		path_of(p, id, NULL, path, sizeof(path));
-		r = inst_start(p->helper, path, true, &in);
+		log = pool_inst_log(p);
+		r = inst_start(p->helper, &log, path, true, &in);
 	}
 	pthread_mutex_lock(&p->lock);
 	p->spare_loading = false;
@@ -455,6 +480,7 @@ int pool_new(const struct pool_config *c, struct pool **ret)
 		goto err_free;
 	}
 	p->params = c->params;
+	p->inst_log = c->inst_log;
 	p->params.ca_cert = p->ca_cert;
 	p->params.ca_key = p->ca_key;
 	p->log = c->log ? c->log : pool_nolog;
@@ -643,6 +669,7 @@ int pool_resume(struct pool *p, const char *id, struct inst **ret_inst,
 		struct meta *ret_meta)
 {
 	char path[PATH_MAX];
+	struct inst_log log;
 	struct inst *in;
 	struct meta m = {0};
 	bool clean;
@@ -657,12 +684,13 @@ int pool_resume(struct pool *p, const char *id, struct inst **ret_inst,
 	path_of(p, id, POOL_FILE_VOLATILE, path, sizeof(path));
 	clean = access(path, F_OK) == 0;
 	path_of(p, id, NULL, path, sizeof(path));
-	r = inst_start(p->helper, path, clean, &in);
+	log = pool_inst_log(p);
+	r = inst_start(p->helper, &log, path, clean, &in);
 	if (r < 0 && clean) {
 		p->log(LOG_WARNING, "pool: saved volatile state unusable, resetting inst=%s err=\"%s\"",
 		       id, strerror(-r));
 		clean = false;
-		r = inst_start(p->helper, path, false, &in);
+		r = inst_start(p->helper, &log, path, false, &in);
 	}
 	if (r < 0)
 		goto err_meta;

@@ -29,12 +29,14 @@ struct pool_config {
 	unsigned workers;	/* parallel manufacturing jobs, >= 1 */
 	uint64_t grace_ms;	/* how long a retired instance is kept */
 	struct inst_manufacture_params params;
+	struct inst_log inst_log;	/* where instance processes log */
 	pool_log_fn log;
 };
 
 int pool_new(const struct pool_config *c, struct pool **ret);
 void pool_free(struct pool *p);
 void pool_set_size(struct pool *p, unsigned size);
+void pool_set_inst_log(struct pool *p, const struct inst_log *log);
 unsigned pool_ready_count(struct pool *p);
 unsigned pool_size(struct pool *p);
 int pool_take(struct pool *p, uint64_t timeout_ms, struct inst **ret_inst,

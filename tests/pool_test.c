@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +64,7 @@ static int open_pool(struct pool_config *c, const char *dir, const char *cert,
 	c->params.ak_handle = 0x81008000;
 	c->params.ca_cert = cert;
 	c->params.ca_key = key;
+	c->inst_log.level = LOG_WARNING;
 	c->log = quiet;
 
 	return pool_new(c, ret);

@@ -92,8 +92,8 @@ FIXTURE_SETUP(space)
 	ASSERT_EQ(localca_create(cert, key), 0);
 	p.ca_cert = cert;
 	p.ca_key = key;
-	ASSERT_EQ(inst_manufacture(helper, self->dir, "space-test", &p), 0);
-	ASSERT_EQ(inst_start(helper, self->dir, true, &self->in), 0);
+	ASSERT_EQ(inst_manufacture(helper, NULL, self->dir, "space-test", &p), 0);
+	ASSERT_EQ(inst_start(helper, NULL, self->dir, true, &self->in), 0);
 	ASSERT_EQ(table_load(self), 0);
 	self->tpm.userdata = self->in;
 	self->tpm.transmit = xmit;

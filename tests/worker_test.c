@@ -135,7 +135,7 @@ static int xmit(void *userdata, uint8_t locality, const uint8_t *cmd, size_t len
 
 static void start(struct harness_fx_worker *self, bool with_volatile)
 {
-	ASSERT_EQ(inst_start(self->helper, self->dir, with_volatile, &self->in), 0);
+	ASSERT_EQ(inst_start(self->helper, NULL, self->dir, with_volatile, &self->in), 0);
 	ASSERT_EQ(tcti_new(xmit, self->in, &self->tcti), 0);
 	ASSERT_EQ(Esys_Initialize(&self->esys, tcti_context(self->tcti), NULL), TSS2_RC_SUCCESS);
 }
@@ -278,7 +278,7 @@ FIXTURE_SETUP(worker)
 	snprintf(self->ca_key, sizeof(self->ca_key), "%s/ca.key", self->root);
 	ASSERT_EQ(make_ca(self->ca_cert, self->ca_key), 0);
 
-	r = inst_manufacture(self->helper, self->dir, "inst-test",
+	r = inst_manufacture(self->helper, NULL, self->dir, "inst-test",
 			     default_params(self->ca_cert, self->ca_key));
 	ASSERT_EQ(r, 0);
 	snprintf(self->meta_path, sizeof(self->meta_path), "%s/meta", self->dir);
@@ -618,7 +618,7 @@ TEST_F(worker, volatile_state_saved_and_dropped)
 	stop(self);
 
 	/* With the volatile state gone, loading it fails cleanly. */
-	EXPECT_LT(inst_start(self->helper, self->dir, true, &again), 0);
+	EXPECT_LT(inst_start(self->helper, NULL, self->dir, true, &again), 0);
 	EXPECT_NULL(again);
 }
 
@@ -720,11 +720,11 @@ TEST_F(worker, bad_ca_fails_cleanly)
 	snprintf(dir, sizeof(dir), "%s/bad", self->root);
 	snprintf(missing, sizeof(missing), "%s/no-such-ca.pem", self->root);
 	p = default_params(missing, self->ca_key);
-	EXPECT_EQ(inst_manufacture(self->helper, dir, "bad", p), -EIO);
+	EXPECT_EQ(inst_manufacture(self->helper, NULL, dir, "bad", p), -EIO);
 
 	/* A key that is not the certificate's. */
 	p = default_params(self->ca_cert, self->ca_cert);
-	EXPECT_EQ(inst_manufacture(self->helper, dir, "bad", p), -EIO);
+	EXPECT_EQ(inst_manufacture(self->helper, NULL, dir, "bad", p), -EIO);
 
 	for (size_t i = 0; i < 3; i++) {
 		static const char *const files[] = { "meta", "permall", "volatile" };
@@ -738,7 +738,7 @@ TEST_F(worker, manufacture_refuses_existing_state)
 {
 	struct meta again;
 
-	EXPECT_EQ(inst_manufacture(self->helper, self->dir, "other",
+	EXPECT_EQ(inst_manufacture(self->helper, NULL, self->dir, "other",
 				   default_params(self->ca_cert, self->ca_key)), -EIO);
 	/* The existing instance is untouched. */
 	ASSERT_EQ(meta_load(self->meta_path, &again), 0);
@@ -751,7 +751,7 @@ TEST_F(worker, manufacture_rejects_bad_id)
 	char dir[160];
 
 	snprintf(dir, sizeof(dir), "%s/bad-id", self->root);
-	EXPECT_EQ(inst_manufacture(self->helper, dir, "a/b",
+	EXPECT_EQ(inst_manufacture(self->helper, NULL, dir, "a/b",
 				   default_params(self->ca_cert, self->ca_key)), -EINVAL);
 	EXPECT_EQ(access(dir, F_OK), -1);
 }
@@ -767,7 +767,7 @@ static void *start_in_thread(void *arg)
 	struct thread_start *ts = arg;
 
 	ts->tid = gettid();
-	ts->r = inst_start(ts->self->helper, ts->self->dir, true, &ts->self->in);
+	ts->r = inst_start(ts->self->helper, NULL, ts->self->dir, true, &ts->self->in);
 
 	return NULL;
 }
@@ -825,7 +825,7 @@ TEST_F(worker, exits_when_the_daemon_dies)
 	if (child == 0) {
 		struct inst *in;
 
-		if (inst_start(self->helper, self->dir, true, &in) == 0) {
+		if (inst_start(self->helper, NULL, self->dir, true, &in) == 0) {
 			pid_t pid = inst_pid(in);
 
 			(void)write(fds[1], &pid, sizeof(pid));
@@ -853,7 +853,7 @@ TEST_F(worker, rsa_ak_quotes)
 	p.ek_ecc = false;
 	p.ak_alg = META_ALG_RSA2048;
 	p.ak_handle = 0x81008001;
-	ASSERT_EQ(inst_manufacture(self->helper, self->dir, "rsa", &p), 0);
+	ASSERT_EQ(inst_manufacture(self->helper, NULL, self->dir, "rsa", &p), 0);
 	snprintf(path, sizeof(path), "%s/meta", self->dir);
 	ASSERT_EQ(meta_load(path, &m), 0);
 	EXPECT_EQ(m.n_ek, 1);

@@ -21,7 +21,6 @@
 #include "conf.h"
 #include "fsutil.h"
 #include "fusedev.h"
-#include "inst.h"
 #include "localca.h"
 #include "log.h"
 #include "mux.h"
@@ -480,6 +479,8 @@ static int pool_open(const struct conf *c)
 			.ca_cert = d.ca_cert,
 			.ca_key = d.ca_key,
 		},
+		/* where the daemon logs: in the background it holds no stderr */
+		.inst_log = { !log_is_foreground(), log_get_level() },
 		.log = pool_log,
 	};
 
@@ -567,7 +568,7 @@ static void reload(void)
 	d.old_confs[d.n_old++] = d.conf;
 	d.conf = c;
 	log_set_level(c->log_level);
-	inst_set_log(!log_is_foreground(), c->log_level);
+	pool_set_inst_log(d.pool, &(struct inst_log){ !log_is_foreground(), c->log_level });
 	pool_set_size(d.pool, c->pool_size);
 	mux_set_policy(d.mux, c);
 	rotate_set_conf(d.rot, c);
@@ -694,8 +695,6 @@ int main(int argc, char **argv)
 		return r < 0 ? 1 : 0;
 	}
 	log_open("vtpmd", foreground, debug ? LOG_DEBUG : d.conf->log_level);
-	/* instances log where the daemon does: it holds no stderr in the background */
-	inst_set_log(!foreground, log_get_level());
 	/* errors reach the caller's terminal until ready; no child inherits it */
 	if (!foreground)
 		log_mirror(fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3));

@@ -66,7 +66,7 @@ int main(int argc, char **argv)
 	ns = calloc(n ? n : 1, sizeof(*ns));
 	if (!ns)
 		return 1;
-	r = inst_start(argv[1], argv[2], false, &in);
+	r = inst_start(argv[1], NULL, argv[2], false, &in);
 	if (r == 0 && !inst_is_started(in))
 		r = inst_startup(in);
 	if (r == 0)
