@@ -47,7 +47,9 @@ static const char *inst_log_args(const struct inst_log *log, char buf[2])
 {
 	int level = log ? log->level : LOG_INFO;
 
-	buf[0] = (char)('0' + (level < LOG_EMERG ? LOG_EMERG : level > LOG_DEBUG ? LOG_DEBUG : level));
+	if (level < LOG_EMERG || level > LOG_DEBUG)
+		level = LOG_INFO;
+	buf[0] = (char)('0' + level);
 	buf[1] = '\0';
 
 	return log && log->to_syslog ? "syslog" : "stderr";
@@ -298,9 +300,10 @@ static int inst_await_ready(struct inst *in)
  * Start an instance process ("helper serve") on the state in dir, with the
  * saved volatile state when with_volatile, and wait until it has loaded it.
  * The socketpair end it gets is its fd 3; it inherits no other descriptor
- * but stdin, stdout and stderr, and logs as log says (NULL: on stderr).  Returns 0, -EIO (or the instance's errno)
- * when it could not load the state, -ETIMEDOUT, or another negative errno.
- * *ret is released with inst_stop().  Any thread; the caller must not reap
+ * but stdin, stdout and stderr, and logs as log says (NULL: on stderr).
+ * Returns 0, -EIO (or the instance's errno) when it could not load the
+ * state, -ETIMEDOUT, or another negative errno.  *ret is released with
+ * inst_stop().  Any thread; the caller must not reap
  * children with waitpid(-1).
  */
 int inst_start(const char *helper, const struct inst_log *log, const char *dir,
