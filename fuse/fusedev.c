@@ -360,6 +360,13 @@ static void stat_fill(struct fusedev *d, fuse_ino_t ino, size_t size,
 	}
 }
 
+static void reader_yield(struct fusedev *d);
+
+/*
+ * A fresh status.  The owner's callback may wait (for the pool's lock,
+ * held across disk work), so the calling worker lets another read
+ * requests first: a status read must not hold up the TPM clients.
+ */
 static int status_snapshot(struct fusedev *d, char **ret_buf, size_t *ret_len)
 {
 	if (!d->ops.status) {
@@ -367,6 +374,7 @@ static int status_snapshot(struct fusedev *d, char **ret_buf, size_t *ret_len)
 		*ret_len = 0;
 		return 0;
 	}
+	reader_yield(d);
 
 	return d->ops.status(d->userdata, ret_buf, ret_len);
 }
@@ -558,8 +566,6 @@ static void op_open_status(fuse_req_t req, struct fuse_file_info *fi)
 		/* the opener was interrupted: no release will come */
 		status_free(d, s);
 }
-
-static void reader_yield(struct fusedev *d);
 
 static int tpm0_wait(struct fusedev *d)
 {
