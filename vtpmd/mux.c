@@ -206,7 +206,11 @@ static int table_load(struct mux *m)
 	return 0;
 }
 
-/* Called with m->lock held, on the mux thread: take the opens made meanwhile. */
+/*
+ * Called with m->lock held by whoever is busy (the mux thread or a FUSE
+ * thread inline), or once the mux thread has stopped: take the opens made
+ * meanwhile.
+ */
 static void clients_adopt(struct mux *m)
 {
 	struct mux_client *c = m->clients_new;
@@ -869,8 +873,9 @@ int mux_submit(struct mux *m, struct fusedev_file *f, const uint8_t *cmd, size_t
 
 /*
  * Make next the active instance between two commands, and hand the old one
- * and its metadata back.  Blocks until the mux thread has switched (at most
- * one command's time).  *ret_pause_ns is how long the mux held new
+ * and its metadata back.  Blocks until the switch is made, by the mux
+ * thread or by the FUSE thread whose command crosses it (at most one
+ * command's time).  *ret_pause_ns is how long the mux held new
  * commands for the switch.  Returns 0 or -ESHUTDOWN.  Rotator thread.
  */
 int mux_swap(struct mux *m, struct inst *next, struct meta *next_meta,

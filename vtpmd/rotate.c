@@ -199,7 +199,7 @@ static void warm_up(struct inst *in, const struct meta *m)
 
 /*
  * The instance is live now: its saved volatile state (from manufacturing)
- * must never be loaded again.  Warm it up for its first client.
+ * must never be loaded again.
  */
 static void activated(struct inst *in, const struct meta *m)
 {
@@ -208,7 +208,6 @@ static void activated(struct inst *in, const struct meta *m)
 	e = inst_drop_volatile(in);
 	if (e < 0)
 		log_warn_errno(e, "rotate: cannot drop the saved volatile state inst=%s", m->id);
-	warm_up(in, m);
 }
 
 /* A planned rotation: the old instance keeps serving while prepare runs. */
@@ -250,8 +249,13 @@ static int rotate_planned(struct rotate *r, const char *reason)
 			      next_meta.id);
 		goto err_put_back;
 	}
-	/* before the swap: once the mux owns next, only its thread may talk to it */
+	/* before the swap: once the mux owns next, only whoever serves its commands may */
 	activated(next, &new_copy);
+	/*
+	 * Only here: an urgent swap stalls a client meanwhile, and its replay
+	 * warms the process anyway; at start the multiplexer's table load does.
+	 */
+	warm_up(next, &new_copy);
 	e = mux_swap(r->mux, next, &next_meta, &old, &old_meta, &pause);
 	if (e < 0)
 		goto err_put_back;
